@@ -1,0 +1,467 @@
+//! Plugin configuration: JSON text → validated runtime [`Config`].
+//!
+//! Every key is optional. Unknown keys, wrong types and impossible values
+//! are errors that name the key (`session.warn_ratio: must be in (0, 1]`).
+
+use crate::money::{number_to_units, Micros, MICROS_PER_USD};
+use crate::pricing::{builtin_prices, default_unknown_model, PriceEntry, PriceTable};
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailMode {
+    /// Let the response pass and count `costguard.usage.missing`.
+    Open,
+    /// Treat the session as over budget.
+    Closed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    pub budget: Micros,
+    /// `warn_ratio` in parts per million.
+    pub warn_ratio_ppm: u64,
+    pub max_duration_s: u64,
+    /// Lower-case header name.
+    pub id_header: String,
+    /// The header is a credential: sessions are keyed by its hash.
+    pub id_header_is_credential: bool,
+    pub idle_ttl_s: u64,
+    pub max_tracked: u32,
+}
+
+impl SessionConfig {
+    /// Spend at or above which the warning fires: `spend >= warn_ratio × budget`,
+    /// compared exactly.
+    pub fn reaches_warning(&self, spend: Micros) -> bool {
+        u128::from(spend) * 1_000_000 >= u128::from(self.budget) * u128::from(self.warn_ratio_ppm)
+    }
+    pub fn reaches_budget(&self, spend: Micros) -> bool {
+        spend >= self.budget
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalConfig {
+    pub budget: Micros,
+    pub window_s: u64,
+    pub cooldown_s: u64,
+    pub close_active_sessions: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalStoreConfig {
+    pub rls_cluster: String,
+    pub domain: String,
+    pub sync_interval_ms: u64,
+    pub timeout_ms: u64,
+    pub micros_per_hit: Micros,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub session: SessionConfig,
+    pub global: GlobalConfig,
+    pub prices: PriceTable,
+    pub allowed_origins: Vec<String>,
+    pub inject_stream_usage: bool,
+    pub fail_mode: FailMode,
+    pub global_store: Option<GlobalStoreConfig>,
+}
+
+/// A configuration error, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "configuration: {}", self.message)
+        } else {
+            write!(f, "configuration key `{}`: {}", self.key, self.message)
+        }
+    }
+}
+
+const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "api-key"];
+const PRICE_KEYS: [&str; 8] = [
+    "input",
+    "cached_input",
+    "output",
+    "audio_input",
+    "cached_audio_input",
+    "audio_output",
+    "image_input",
+    "cached_image_input",
+];
+
+/// A JSON object being read, with its key path for error messages.
+struct Section<'a> {
+    path: String,
+    map: &'a Map<String, Value>,
+}
+
+impl<'a> Section<'a> {
+    fn new(path: &str, value: &'a Value, allowed: &[&str]) -> Result<Self, ConfigError> {
+        let map = value.as_object().ok_or_else(|| err(path, "must be an object"))?;
+        let section = Section {
+            path: path.to_string(),
+            map,
+        };
+        if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(err(
+                &section.key(unknown),
+                &format!("unknown key (known: {})", allowed.join(", ")),
+            ));
+        }
+        Ok(section)
+    }
+
+    fn key(&self, name: &str) -> String {
+        if self.path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{}", self.path, name)
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&'a Value> {
+        self.map.get(name)
+    }
+
+    fn usd(&self, name: &str, default: Micros) -> Result<Micros, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => usd_value(&self.key(name), v),
+        }
+    }
+
+    fn positive_int(&self, name: &str, default: u64, max: u64) -> Result<u64, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => match v.as_u64() {
+                Some(n) if n >= 1 && n <= max => Ok(n),
+                _ => Err(err(
+                    &self.key(name),
+                    &format!("must be a whole number from 1 to {max}"),
+                )),
+            },
+        }
+    }
+
+    fn bool(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v.as_bool().ok_or_else(|| err(&self.key(name), "must be true or false")),
+        }
+    }
+
+    fn string(&self, name: &str, default: &str) -> Result<String, ConfigError> {
+        match self.get(name) {
+            None => Ok(default.to_string()),
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(_) => Err(err(&self.key(name), "must be a non-empty string")),
+        }
+    }
+}
+
+fn err(key: &str, message: &str) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        message: message.to_string(),
+    }
+}
+
+fn usd_value(key: &str, v: &Value) -> Result<Micros, ConfigError> {
+    let n = v
+        .as_f64()
+        .filter(|_| v.is_number())
+        .ok_or_else(|| err(key, "must be a number (USD)"))?;
+    number_to_units(n, 6).map_err(|e| err(key, &format!("{e} (USD, at most 6 decimals)")))
+}
+
+fn price_entry(key: &str, v: &Value) -> Result<PriceEntry, ConfigError> {
+    let s = Section::new(key, v, &PRICE_KEYS)?;
+    let price = |name: &str| -> Result<Option<u64>, ConfigError> {
+        s.get(name).map(|v| usd_value(&s.key(name), v)).transpose()
+    };
+    let entry = PriceEntry {
+        input: price("input")?,
+        cached_input: price("cached_input")?,
+        output: price("output")?,
+        audio_input: price("audio_input")?,
+        cached_audio_input: price("cached_audio_input")?,
+        audio_output: price("audio_output")?,
+        image_input: price("image_input")?,
+        cached_image_input: price("cached_image_input")?,
+    };
+    if entry.input.is_none() {
+        return Err(err(&s.key("input"), "is required in a price entry"));
+    }
+    Ok(entry)
+}
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+impl Config {
+    pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
+        let trimmed = text.trim_ascii();
+        let root: Value = if trimmed.is_empty() {
+            Value::Object(Map::new())
+        } else {
+            serde_json::from_slice(trimmed).map_err(|e| err("", &format!("not valid JSON: {e}")))?
+        };
+        let root = Section::new(
+            "",
+            &root,
+            &[
+                "session",
+                "global",
+                "pricing",
+                "unknown_model",
+                "allowed_origins",
+                "inject_stream_usage",
+                "fail_mode",
+                "global_store",
+            ],
+        )?;
+        let empty = Value::Object(Map::new());
+
+        let s = Section::new(
+            "session",
+            root.get("session").unwrap_or(&empty),
+            &["budget_usd", "warn_ratio", "max_duration_s", "id_header", "idle_ttl_s", "max_tracked"],
+        )?;
+        let warn_ratio_ppm = match s.get("warn_ratio") {
+            None => 800_000,
+            Some(v) => {
+                let ppm = v
+                    .as_f64()
+                    .filter(|_| v.is_number())
+                    .and_then(|n| number_to_units(n, 6).ok());
+                match ppm {
+                    Some(p) if p > 0 && p <= 1_000_000 => p,
+                    _ => return Err(err("session.warn_ratio", "must be a number in (0, 1] with at most 6 decimals")),
+                }
+            }
+        };
+        let id_header = s.string("id_header", "x-session-id")?.to_ascii_lowercase();
+        if !is_header_name(&id_header) {
+            return Err(err("session.id_header", "must be an HTTP header name"));
+        }
+        let session = SessionConfig {
+            budget: s.usd("budget_usd", 5 * MICROS_PER_USD)?,
+            warn_ratio_ppm,
+            max_duration_s: s.positive_int("max_duration_s", 1800, 365 * 86_400)?,
+            id_header_is_credential: CREDENTIAL_HEADERS.contains(&id_header.as_str()),
+            id_header,
+            idle_ttl_s: s.positive_int("idle_ttl_s", 3600, 365 * 86_400)?,
+            max_tracked: s.positive_int("max_tracked", 100_000, 10_000_000)? as u32,
+        };
+
+        let g = Section::new(
+            "global",
+            root.get("global").unwrap_or(&empty),
+            &["budget_usd", "window_s", "cooldown_s", "close_active_sessions"],
+        )?;
+        let global = GlobalConfig {
+            budget: g.usd("budget_usd", 100 * MICROS_PER_USD)?,
+            window_s: g.positive_int("window_s", 3600, 366 * 86_400)?,
+            cooldown_s: match g.get("cooldown_s") {
+                None => 300,
+                Some(v) => v
+                    .as_u64()
+                    .ok_or_else(|| err("global.cooldown_s", "must be a whole number of seconds >= 0"))?,
+            },
+            close_active_sessions: g.bool("close_active_sessions", false)?,
+        };
+
+        let mut entries: Vec<(String, PriceEntry)> = builtin_prices()
+            .into_iter()
+            .map(|(n, e)| (n.to_string(), e))
+            .collect();
+        if let Some(pricing) = root.get("pricing") {
+            let map = pricing
+                .as_object()
+                .ok_or_else(|| err("pricing", "must be an object of model name → prices"))?;
+            for (model, v) in map {
+                if model.is_empty() {
+                    return Err(err("pricing", "model names must not be empty"));
+                }
+                let entry = price_entry(&format!("pricing.{model}"), v)?;
+                // A configured model replaces the built-in entry whole.
+                entries.retain(|(n, _)| n != model);
+                entries.push((model.clone(), entry));
+            }
+        }
+        let unknown = match root.get("unknown_model") {
+            None => default_unknown_model(),
+            Some(v) => price_entry("unknown_model", v)?,
+        };
+        let prices = PriceTable::new(
+            entries.into_iter().map(|(n, e)| (n, e.resolve())),
+            unknown.resolve(),
+        );
+
+        let allowed_origins = match root.get("allowed_origins") {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|o| match o {
+                    Value::String(s) if !s.is_empty() => Ok(s.clone()),
+                    _ => Err(err("allowed_origins", "must be a list of non-empty strings")),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(err("allowed_origins", "must be a list of origins")),
+        };
+
+        let fail_mode = match root.get("fail_mode") {
+            None => FailMode::Open,
+            Some(Value::String(s)) if s == "open" => FailMode::Open,
+            Some(Value::String(s)) if s == "closed" => FailMode::Closed,
+            Some(_) => return Err(err("fail_mode", "must be \"open\" or \"closed\"")),
+        };
+
+        let global_store = match root.get("global_store") {
+            None | Some(Value::Null) => None,
+            Some(v) => {
+                let gs = Section::new(
+                    "global_store",
+                    v,
+                    &["rls_cluster", "domain", "sync_interval_ms", "timeout_ms", "usd_per_hit"],
+                )?;
+                if gs.get("rls_cluster").is_none() {
+                    return Err(err("global_store.rls_cluster", "is required"));
+                }
+                let micros_per_hit = gs.usd("usd_per_hit", 10)?;
+                if micros_per_hit == 0 {
+                    return Err(err("global_store.usd_per_hit", "must be at least 0.000001"));
+                }
+                Some(GlobalStoreConfig {
+                    rls_cluster: gs.string("rls_cluster", "")?,
+                    domain: gs.string("domain", "costguard")?,
+                    sync_interval_ms: gs.positive_int("sync_interval_ms", 1000, 3_600_000)?,
+                    timeout_ms: gs.positive_int("timeout_ms", 250, 60_000)?,
+                    micros_per_hit,
+                })
+            }
+        };
+
+        Ok(Config {
+            session,
+            global,
+            prices,
+            allowed_origins,
+            inject_stream_usage: root.bool("inject_stream_usage", true)?,
+            fail_mode,
+            global_store,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_key(json: &str) -> String {
+        match Config::parse(json.as_bytes()) {
+            Ok(_) => panic!("accepted: {json}"),
+            Err(e) => e.key,
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::parse(b"").unwrap();
+        assert_eq!(c.session.budget, 5_000_000);
+        assert_eq!(c.session.warn_ratio_ppm, 800_000);
+        assert_eq!(c.session.max_duration_s, 1800);
+        assert_eq!(c.session.id_header, "x-session-id");
+        assert_eq!(c.session.max_tracked, 100_000);
+        assert_eq!(c.global.budget, 100_000_000);
+        assert_eq!((c.global.window_s, c.global.cooldown_s), (3600, 300));
+        assert!(c.inject_stream_usage);
+        assert_eq!(c.fail_mode, FailMode::Open);
+        assert!(c.global_store.is_none());
+        assert_eq!(c.prices.lookup("gpt-5").prices().input, 1_250_000);
+        assert_eq!(Config::parse(b"{}").unwrap().session.budget, 5_000_000);
+    }
+
+    #[test]
+    fn contract_example_parses() {
+        let c = Config::parse(
+            br#"{"session":{"budget_usd":5.0,"warn_ratio":0.8,"max_duration_s":1800,"id_header":"X-Session-Id",
+                 "idle_ttl_s":3600,"max_tracked":100000},
+                 "global":{"budget_usd":100.0,"window_s":3600,"cooldown_s":300,"close_active_sessions":false},
+                 "pricing":{"gpt-5":{"input":10,"output":30}},
+                 "unknown_model":{"input":10.0,"output":40.0},"allowed_origins":["https://app.example"],
+                 "inject_stream_usage":true,"fail_mode":"closed",
+                 "global_store":{"rls_cluster":"rls","domain":"costguard","sync_interval_ms":1000,"timeout_ms":250,"usd_per_hit":0.00001}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.session.id_header, "x-session-id");
+        assert_eq!(c.fail_mode, FailMode::Closed);
+        // Replaced whole: no cached price inherited from the built-in gpt-5.
+        let p = c.prices.lookup("gpt-5-2025-08-07").prices();
+        assert_eq!((p.input, p.cached_input, p.output), (10_000_000, 10_000_000, 30_000_000));
+        assert_eq!(c.global_store.unwrap().micros_per_hit, 10);
+    }
+
+    #[test]
+    fn warning_threshold_is_exact() {
+        let c = Config::parse(b"{}").unwrap();
+        assert!(!c.session.reaches_warning(3_999_999));
+        assert!(c.session.reaches_warning(4_000_000));
+        assert!(!c.session.reaches_budget(4_999_999));
+        assert!(c.session.reaches_budget(5_000_000));
+        assert!(c.session.reaches_budget(5_500_000));
+    }
+
+    #[test]
+    fn credential_headers_are_flagged() {
+        let c = Config::parse(br#"{"session":{"id_header":"Authorization"}}"#).unwrap();
+        assert!(c.session.id_header_is_credential);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert_eq!(error_key(r#"{"sesion":{}}"#), "sesion");
+        assert_eq!(error_key(r#"{"session":{"budget":1}}"#), "session.budget");
+        assert_eq!(error_key(r#"{"session":{"budget_usd":-1}}"#), "session.budget_usd");
+        assert_eq!(error_key(r#"{"session":{"budget_usd":"5"}}"#), "session.budget_usd");
+        assert_eq!(error_key(r#"{"session":{"warn_ratio":0}}"#), "session.warn_ratio");
+        assert_eq!(error_key(r#"{"session":{"warn_ratio":1.5}}"#), "session.warn_ratio");
+        assert_eq!(error_key(r#"{"session":{"max_duration_s":0}}"#), "session.max_duration_s");
+        assert_eq!(error_key(r#"{"session":{"max_duration_s":1.5}}"#), "session.max_duration_s");
+        assert_eq!(error_key(r#"{"session":{"id_header":"bad header"}}"#), "session.id_header");
+        assert_eq!(error_key(r#"{"session":{"max_tracked":0}}"#), "session.max_tracked");
+        assert_eq!(error_key(r#"{"global":{"window_s":-5}}"#), "global.window_s");
+        assert_eq!(error_key(r#"{"global":{"cooldown_s":"x"}}"#), "global.cooldown_s");
+        assert_eq!(error_key(r#"{"global":{"close_active_sessions":1}}"#), "global.close_active_sessions");
+        assert_eq!(error_key(r#"{"pricing":{"m":{"input":0.0000001}}}"#), "pricing.m.input");
+        assert_eq!(error_key(r#"{"pricing":{"m":{"inptu":1}}}"#), "pricing.m.inptu");
+        assert_eq!(error_key(r#"{"pricing":{"m":{"output":1}}}"#), "pricing.m.input");
+        assert_eq!(error_key(r#"{"pricing":[]}"#), "pricing");
+        assert_eq!(error_key(r#"{"unknown_model":{"input":-1}}"#), "unknown_model.input");
+        assert_eq!(error_key(r#"{"allowed_origins":"x"}"#), "allowed_origins");
+        assert_eq!(error_key(r#"{"inject_stream_usage":"yes"}"#), "inject_stream_usage");
+        assert_eq!(error_key(r#"{"fail_mode":"ajar"}"#), "fail_mode");
+        assert_eq!(error_key(r#"{"global_store":{}}"#), "global_store.rls_cluster");
+        assert_eq!(error_key(r#"{"global_store":{"rls_cluster":"r","usd_per_hit":0}}"#), "global_store.usd_per_hit");
+        assert_eq!(error_key("[1]"), "");
+        assert_eq!(error_key("{"), "");
+    }
+
+    #[test]
+    fn error_message_is_readable() {
+        let e = Config::parse(br#"{"session":{"warn_ratio":2}}"#).unwrap_err();
+        assert_eq!(e.to_string(), "configuration key `session.warn_ratio`: must be a number in (0, 1] with at most 6 decimals");
+    }
+}

@@ -1,0 +1,575 @@
+//! An incremental JSON scanner that captures the values at a few key paths
+//! (e.g. `usage`, `model`, `response.usage`) from a document fed in chunks.
+//!
+//! It keeps no copy of the document: only its nesting (one bit per level)
+//! and the bytes of the values being captured, each capped. It understands
+//! just enough JSON to know where values start and end — strings with
+//! escapes, nesting, member keys — so a `"usage"` inside message content or
+//! a nested object is never mistaken for the top-level one. Captured values
+//! are validated later by a real parser (serde_json).
+//!
+//! Keys written with escapes (`"us\u0061ge"`) never match a path.
+
+/// Deepest nesting tracked; deeper documents are rejected as malformed.
+pub const MAX_DEPTH: u32 = 1024;
+/// Longest key path that can be captured.
+pub const MAX_PATH_LEN: usize = 3;
+/// Longest key compared against a path component; longer keys never match.
+const MAX_KEY_LEN: usize = 24;
+
+/// The key paths to capture, from the document root.
+pub type PathSpec = &'static [&'static [&'static str]];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Before the root value, or after `:` or `,` in an array.
+    ExpectValue,
+    /// After `[`: a value or `]`.
+    ExpectValueOrArrayEnd,
+    /// After `{`: a key or `}`.
+    ExpectKeyOrObjectEnd,
+    /// After `,` in an object.
+    ExpectKey,
+    InKey { escaped: bool },
+    ExpectColon,
+    InString { escaped: bool },
+    InLiteral,
+    /// After a value: `,`, a closing bracket, or (at the root) the end.
+    AfterValue,
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanError {
+    Syntax,
+    TooDeep,
+    TrailingData,
+    Truncated,
+}
+
+/// A captured value: its bytes, or the fact that it was larger than the cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Captured {
+    Value(Vec<u8>),
+    TooLarge,
+}
+
+#[derive(Clone, Copy)]
+struct Key {
+    bytes: [u8; MAX_KEY_LEN],
+    len: u8,
+    /// Too long, escaped, or an array slot: matches nothing.
+    unmatchable: bool,
+}
+
+impl Key {
+    const NONE: Key = Key {
+        bytes: [0; MAX_KEY_LEN],
+        len: 0,
+        unmatchable: true,
+    };
+    fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or(&[])
+    }
+}
+
+struct ActiveCapture {
+    target: usize,
+    /// Depth at which the captured value started; it ends when we are back.
+    base_depth: u32,
+    /// Start of the value's bytes in the current chunk.
+    from: usize,
+    buf: Vec<u8>,
+    too_large: bool,
+}
+
+pub struct JsonScanner {
+    paths: PathSpec,
+    capture_cap: usize,
+    state: State,
+    depth: u32,
+    /// One bit per open container: 1 = object, 0 = array.
+    kinds: [u64; (MAX_DEPTH as usize) / 64],
+    /// Current member key at each of the first MAX_PATH_LEN levels.
+    path: [Key; MAX_PATH_LEN],
+    key: Key,
+    active: Option<ActiveCapture>,
+    captured: Vec<Option<Captured>>,
+    error: Option<ScanError>,
+    saw_value: bool,
+}
+
+impl JsonScanner {
+    pub fn new(paths: PathSpec, capture_cap: usize) -> Self {
+        JsonScanner {
+            paths,
+            capture_cap,
+            state: State::ExpectValue,
+            depth: 0,
+            kinds: [0; (MAX_DEPTH as usize) / 64],
+            path: [Key::NONE; MAX_PATH_LEN],
+            key: Key::NONE,
+            active: None,
+            captured: vec![None; paths.len()],
+            error: None,
+            saw_value: false,
+        }
+    }
+
+    /// Forgets the document, keeps the allocation: ready for the next one.
+    pub fn reset(&mut self) {
+        self.state = State::ExpectValue;
+        self.depth = 0;
+        self.path = [Key::NONE; MAX_PATH_LEN];
+        self.key = Key::NONE;
+        self.active = None;
+        for c in &mut self.captured {
+            *c = None;
+        }
+        self.error = None;
+        self.saw_value = false;
+    }
+
+    /// The value captured for `paths[target]`, if the document had it whole.
+    pub fn captured(&self, target: usize) -> Option<&Captured> {
+        self.captured.get(target).and_then(Option::as_ref)
+    }
+
+    pub fn error(&self) -> Option<ScanError> {
+        self.error
+    }
+
+    /// Ends the document. Returns the error if it was not one complete value.
+    pub fn finish(&mut self) -> Result<(), ScanError> {
+        match self.state {
+            State::InLiteral if self.depth == 0 => {
+                self.end_value(None);
+                self.state = State::Done;
+            }
+            State::AfterValue if self.depth == 0 => self.state = State::Done,
+            State::Done => {}
+            State::Failed => {}
+            _ => self.fail(ScanError::Truncated),
+        }
+        self.active = None;
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn fail(&mut self, e: ScanError) {
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+        self.state = State::Failed;
+        self.active = None;
+    }
+
+    fn top_is_object(&self) -> bool {
+        let level = self.depth.saturating_sub(1) as usize;
+        self.kinds
+            .get(level / 64)
+            .is_some_and(|w| w & (1u64 << (level % 64)) != 0)
+    }
+
+    fn push(&mut self, object: bool) -> bool {
+        if self.depth >= MAX_DEPTH {
+            self.fail(ScanError::TooDeep);
+            return false;
+        }
+        let level = self.depth as usize;
+        if let Some(w) = self.kinds.get_mut(level / 64) {
+            if object {
+                *w |= 1u64 << (level % 64);
+            } else {
+                *w &= !(1u64 << (level % 64));
+            }
+        }
+        self.depth += 1;
+        if let Some(slot) = self.path.get_mut(level) {
+            *slot = Key::NONE;
+        }
+        true
+    }
+
+    /// Which target path (if any) the value starting now is at.
+    fn target_here(&self) -> Option<usize> {
+        let d = self.depth as usize;
+        if d == 0 || d > MAX_PATH_LEN {
+            return None;
+        }
+        let here = self.path.get(..d)?;
+        if here.iter().any(|k| k.unmatchable) {
+            return None;
+        }
+        self.paths.iter().position(|p| {
+            p.len() == d
+                && p.iter()
+                    .zip(here.iter())
+                    .all(|(want, got)| want.as_bytes() == got.as_bytes())
+        })
+    }
+
+    fn start_value(&mut self, at: usize) {
+        self.saw_value = true;
+        if self.active.is_none() {
+            if let Some(target) = self.target_here() {
+                self.active = Some(ActiveCapture {
+                    target,
+                    base_depth: self.depth,
+                    from: at,
+                    buf: Vec::new(),
+                    too_large: false,
+                });
+            }
+        }
+    }
+
+    fn append(&mut self, chunk: &[u8], end: usize) {
+        if let Some(a) = &mut self.active {
+            let part = chunk.get(a.from..end).unwrap_or(&[]);
+            if a.too_large || a.buf.len() + part.len() > self.capture_cap {
+                a.too_large = true;
+                a.buf = Vec::new();
+            } else {
+                a.buf.extend_from_slice(part);
+            }
+            a.from = end;
+        }
+    }
+
+    /// A value ended; `end` is the exclusive end in `chunk` (None: at EOF).
+    fn end_value(&mut self, chunk_end: Option<(&[u8], usize)>) {
+        let ends_capture = self
+            .active
+            .as_ref()
+            .is_some_and(|a| a.base_depth == self.depth);
+        if ends_capture {
+            if let Some((chunk, end)) = chunk_end {
+                self.append(chunk, end);
+            }
+            if let Some(a) = self.active.take() {
+                let value = if a.too_large {
+                    Captured::TooLarge
+                } else {
+                    Captured::Value(a.buf)
+                };
+                if let Some(slot) = self.captured.get_mut(a.target) {
+                    *slot = Some(value);
+                }
+            }
+        }
+        self.state = State::AfterValue;
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let mut i = 0;
+        let n = chunk.len();
+        while i < n {
+            let Some(&b) = chunk.get(i) else { break };
+            match self.state {
+                State::Failed | State::Done => {
+                    if self.state == State::Done && !b.is_ascii_whitespace() {
+                        self.fail(ScanError::TrailingData);
+                    }
+                    if self.state == State::Failed {
+                        return;
+                    }
+                    i += 1;
+                }
+                State::InString { escaped } | State::InKey { escaped } => {
+                    let in_key = matches!(self.state, State::InKey { .. });
+                    if escaped {
+                        if in_key {
+                            self.key.unmatchable = true;
+                        }
+                        self.state = if in_key {
+                            State::InKey { escaped: false }
+                        } else {
+                            State::InString { escaped: false }
+                        };
+                        i += 1;
+                        continue;
+                    }
+                    // Skip to the next quote or backslash in one step.
+                    let rest = chunk.get(i..).unwrap_or(&[]);
+                    let Some(off) = rest.iter().position(|&c| c == b'"' || c == b'\\') else {
+                        if in_key {
+                            self.key_push(rest);
+                        }
+                        i = n;
+                        continue;
+                    };
+                    if in_key {
+                        self.key_push(rest.get(..off).unwrap_or(&[]));
+                    }
+                    i += off;
+                    if chunk.get(i) == Some(&b'\\') {
+                        self.state = if in_key {
+                            State::InKey { escaped: true }
+                        } else {
+                            State::InString { escaped: true }
+                        };
+                        i += 1;
+                    } else if in_key {
+                        let level = self.depth as usize;
+                        if let Some(slot) = level.checked_sub(1).and_then(|l| self.path.get_mut(l)) {
+                            *slot = self.key;
+                        }
+                        self.state = State::ExpectColon;
+                        i += 1;
+                    } else {
+                        i += 1;
+                        self.end_value(Some((chunk, i)));
+                    }
+                }
+                State::InLiteral => {
+                    if matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace() {
+                        self.end_value(Some((chunk, i)));
+                        // The delimiter is handled in AfterValue.
+                    } else if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'.') {
+                        i += 1;
+                    } else {
+                        self.fail(ScanError::Syntax);
+                    }
+                }
+                _ if b.is_ascii_whitespace() => i += 1,
+                State::ExpectValue | State::ExpectValueOrArrayEnd => {
+                    if b == b']' && self.state == State::ExpectValueOrArrayEnd {
+                        self.close(chunk, i, false);
+                        i += 1;
+                        continue;
+                    }
+                    self.start_value(i);
+                    match b {
+                        b'{' => {
+                            if self.push(true) {
+                                self.state = State::ExpectKeyOrObjectEnd;
+                            }
+                        }
+                        b'[' => {
+                            if self.push(false) {
+                                self.state = State::ExpectValueOrArrayEnd;
+                            }
+                        }
+                        b'"' => self.state = State::InString { escaped: false },
+                        b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => self.state = State::InLiteral,
+                        _ => self.fail(ScanError::Syntax),
+                    }
+                    i += 1;
+                }
+                State::ExpectKeyOrObjectEnd | State::ExpectKey => {
+                    if b == b'}' && self.state == State::ExpectKeyOrObjectEnd {
+                        self.close(chunk, i, true);
+                    } else if b == b'"' {
+                        self.key = Key {
+                            unmatchable: false,
+                            ..Key::NONE
+                        };
+                        self.state = State::InKey { escaped: false };
+                    } else {
+                        self.fail(ScanError::Syntax);
+                    }
+                    i += 1;
+                }
+                State::ExpectColon => {
+                    if b == b':' {
+                        self.state = State::ExpectValue;
+                    } else {
+                        self.fail(ScanError::Syntax);
+                    }
+                    i += 1;
+                }
+                State::AfterValue => {
+                    if self.depth == 0 {
+                        self.fail(ScanError::TrailingData);
+                        return;
+                    }
+                    let object = self.top_is_object();
+                    match (b, object) {
+                        (b',', true) => self.state = State::ExpectKey,
+                        (b',', false) => {
+                            self.state = State::ExpectValue;
+                        }
+                        (b'}', true) => self.close(chunk, i, true),
+                        (b']', false) => self.close(chunk, i, false),
+                        _ => self.fail(ScanError::Syntax),
+                    }
+                    i += 1;
+                }
+            }
+        }
+        if self.state == State::AfterValue && self.depth == 0 {
+            self.state = State::Done;
+        }
+        // Carry the part of a capture that continues into the next chunk.
+        if let Some(a) = &self.active {
+            if a.from <= n {
+                self.append(chunk, n);
+            }
+            if let Some(a) = &mut self.active {
+                a.from = 0;
+            }
+        }
+    }
+
+    /// Closes the innermost container at `chunk[at]`.
+    fn close(&mut self, chunk: &[u8], at: usize, object: bool) {
+        if self.depth == 0 || self.top_is_object() != object {
+            self.fail(ScanError::Syntax);
+            return;
+        }
+        self.depth -= 1;
+        self.end_value(Some((chunk, at + 1)));
+    }
+
+    fn key_push(&mut self, part: &[u8]) {
+        if self.key.unmatchable {
+            return;
+        }
+        let len = usize::from(self.key.len);
+        match self.key.bytes.get_mut(len..len + part.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(part);
+                self.key.len += part.len() as u8;
+            }
+            None => self.key.unmatchable = true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PATHS: PathSpec = &[&["usage"], &["model"], &["response", "usage"], &["type"]];
+
+    fn scan_split(doc: &[u8], splits: &[usize]) -> (JsonScanner, Result<(), ScanError>) {
+        let mut s = JsonScanner::new(PATHS, 1024);
+        let mut last = 0;
+        for &at in splits {
+            s.feed(&doc[last..at]);
+            last = at;
+        }
+        s.feed(&doc[last..]);
+        let r = s.finish();
+        (s, r)
+    }
+
+    fn value(s: &JsonScanner, t: usize) -> Option<String> {
+        match s.captured(t) {
+            Some(Captured::Value(v)) => Some(String::from_utf8(v.clone()).unwrap()),
+            Some(Captured::TooLarge) => Some("<too large>".into()),
+            None => None,
+        }
+    }
+
+    #[test]
+    fn captures_top_level_values_only() {
+        let doc = br#"{"id":"x","choices":[{"message":{"content":"say \"usage\": {\"a\":1}","usage":{"fake":1}}}],
+            "model" : "gpt-5-2025-08-07", "usage": {"prompt_tokens": 10, "nested": {"x": [1, 2, {"y": "}"}]}}, "n": -1.5e3, "t": true}"#;
+        for split in 0..=doc.len() {
+            let (s, r) = scan_split(doc, &[split]);
+            assert_eq!(r, Ok(()), "split {split}");
+            assert_eq!(
+                value(&s, 0).as_deref(),
+                Some(r#"{"prompt_tokens": 10, "nested": {"x": [1, 2, {"y": "}"}]}}"#),
+                "split {split}"
+            );
+            assert_eq!(value(&s, 1).as_deref(), Some(r#""gpt-5-2025-08-07""#));
+            assert_eq!(value(&s, 2), None);
+        }
+    }
+
+    #[test]
+    fn captures_nested_paths_and_literals_at_any_split() {
+        let doc = br#"{"type":"response.completed","response":{"model":"m","usage":{"input_tokens":5}},"usage":null}"#;
+        for a in 0..doc.len() {
+            for b in a..doc.len() {
+                let (s, r) = scan_split(doc, &[a, b]);
+                assert_eq!(r, Ok(()));
+                assert_eq!(value(&s, 3).as_deref(), Some(r#""response.completed""#));
+                assert_eq!(value(&s, 2).as_deref(), Some(r#"{"input_tokens":5}"#));
+                assert_eq!(value(&s, 0).as_deref(), Some("null"));
+                assert_eq!(value(&s, 1), None);
+            }
+        }
+    }
+
+    #[test]
+    fn byte_at_a_time() {
+        let doc = br#"{"a":[[],{}],"usage":{"k":"\\"},"model":"x"}"#;
+        let mut s = JsonScanner::new(PATHS, 1024);
+        for b in doc.iter() {
+            s.feed(std::slice::from_ref(b));
+        }
+        assert_eq!(s.finish(), Ok(()));
+        assert_eq!(value(&s, 0).as_deref(), Some(r#"{"k":"\\"}"#));
+        assert_eq!(value(&s, 1).as_deref(), Some(r#""x""#));
+    }
+
+    #[test]
+    fn escaped_or_long_keys_never_match() {
+        let doc = br#"{"us\u0061ge":{"a":1},"a_very_long_key_name_that_exceeds_the_cap":1}"#;
+        let (s, r) = scan_split(doc, &[]);
+        assert_eq!(r, Ok(()));
+        assert_eq!(value(&s, 0), None);
+    }
+
+    #[test]
+    fn arrays_are_not_paths() {
+        let (s, r) = scan_split(br#"[{"usage":1}]"#, &[]);
+        assert_eq!(r, Ok(()));
+        assert_eq!(value(&s, 0), None);
+    }
+
+    #[test]
+    fn capture_cap_is_enforced() {
+        let mut s = JsonScanner::new(PATHS, 8);
+        s.feed(br#"{"usage":{"prompt_tokens":1000}}"#);
+        assert_eq!(s.finish(), Ok(()));
+        assert_eq!(s.captured(0), Some(&Captured::TooLarge));
+    }
+
+    #[test]
+    fn reports_malformed_and_truncated_documents() {
+        for (doc, err) in [
+            (&br#"{"usage":{"a":1}"#[..], ScanError::Truncated),
+            (br#"{"usage":{"a":1}]"#, ScanError::Syntax),
+            (br#"{"a" 1}"#, ScanError::Syntax),
+            (br#"{"a":1}x"#, ScanError::TrailingData),
+            (br#"{"a":1,}"#, ScanError::Syntax),
+            (b"", ScanError::Truncated),
+            (b"<html>", ScanError::Syntax),
+            (br#"{"a":1}{"b":2}"#, ScanError::TrailingData),
+        ] {
+            let (_, r) = scan_split(doc, &[]);
+            assert_eq!(r, Err(err), "{}", String::from_utf8_lossy(doc));
+        }
+        // Usage read whole before the document broke is still available.
+        let (s, r) = scan_split(br#"{"usage":{"a":1},"x":"#, &[]);
+        assert_eq!(r, Err(ScanError::Truncated));
+        assert_eq!(value(&s, 0).as_deref(), Some(r#"{"a":1}"#));
+    }
+
+    #[test]
+    fn depth_is_bounded() {
+        let doc = "[".repeat(MAX_DEPTH as usize + 1);
+        let (_, r) = scan_split(doc.as_bytes(), &[]);
+        assert_eq!(r, Err(ScanError::TooDeep));
+    }
+
+    #[test]
+    fn reset_reuses_the_scanner() {
+        let mut s = JsonScanner::new(PATHS, 64);
+        s.feed(br#"{"model":"a"}"#);
+        assert_eq!(s.finish(), Ok(()));
+        s.reset();
+        s.feed(br#"{"type":"b"}"#);
+        assert_eq!(s.finish(), Ok(()));
+        assert_eq!(value(&s, 1), None);
+        assert_eq!(value(&s, 3).as_deref(), Some(r#""b""#));
+    }
+}

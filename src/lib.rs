@@ -1,0 +1,16 @@
+//! costguard: prices OpenAI API usage flowing through Envoy and enforces
+//! spend budgets.
+//!
+//! Everything but [`adapter`] is host-independent plain Rust, tested natively;
+//! the adapter (compiled for wasm only) maps proxy-wasm callbacks onto it.
+
+pub mod config;
+pub mod json_scan;
+pub mod meter;
+pub mod money;
+pub mod pricing;
+pub mod sse;
+pub mod usage;
+
+#[cfg(target_arch = "wasm32")]
+mod adapter;

@@ -1,0 +1,316 @@
+//! Reads usage out of an upstream response body as it streams past.
+//!
+//! One [`ResponseMeter`] per response: a JSON body (Chat Completions,
+//! Responses, Embeddings) or an SSE stream. Both run the bytes through the
+//! same [`JsonScanner`], which captures only `usage` / `model` (top level,
+//! or under `response` for the Responses API's stream events) — never the
+//! whole body.
+
+use crate::json_scan::{Captured, JsonScanner, PathSpec};
+use crate::sse::{EventEnd, EventSink, SseParser};
+use crate::usage::{Usage, UsageError};
+
+/// Largest `usage` / `model` value read; real ones are a few hundred bytes.
+pub const CAPTURE_CAP: usize = 64 * 1024;
+/// Largest SSE event data read. The scanner does not buffer events, so this
+/// bounds work, not memory; a Responses API `response.completed` event
+/// repeats the whole output, hence the generous size.
+pub const SSE_EVENT_CAP: usize = 16 * 1024 * 1024;
+
+/// Paths captured from every JSON document (body, SSE event, WebSocket message).
+pub const USAGE_PATHS: PathSpec = &[
+    &["usage"],
+    &["model"],
+    &["response", "usage"],
+    &["response", "model"],
+    &["type"],
+    &["session", "model"],
+];
+const USAGE: usize = 0;
+const MODEL: usize = 1;
+const RESPONSE_USAGE: usize = 2;
+const RESPONSE_MODEL: usize = 3;
+const TYPE: usize = 4;
+const SESSION_MODEL: usize = 5;
+
+/// What one JSON document said about usage.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DocumentFacts {
+    /// `type`, when the document had a string one.
+    pub event_type: Option<String>,
+    /// `model`, `response.model` or `session.model`.
+    pub model: Option<String>,
+    /// `usage` or `response.usage`, when present and not null.
+    pub usage: Option<Result<Usage, UsageError>>,
+}
+
+fn captured_bytes(scanner: &JsonScanner, target: usize) -> Option<Result<&[u8], UsageError>> {
+    match scanner.captured(target)? {
+        Captured::Value(v) => Some(Ok(v)),
+        Captured::TooLarge => Some(Err(UsageError::Malformed("value too large".into()))),
+    }
+}
+
+fn captured_string(scanner: &JsonScanner, target: usize) -> Option<String> {
+    match captured_bytes(scanner, target)? {
+        Ok(bytes) => serde_json::from_slice::<String>(bytes).ok(),
+        Err(_) => None,
+    }
+}
+
+impl DocumentFacts {
+    /// Reads what the scanner captured from one document (with [`USAGE_PATHS`]).
+    pub fn from_scanner(scanner: &JsonScanner) -> DocumentFacts {
+        let usage = [USAGE, RESPONSE_USAGE]
+            .into_iter()
+            .filter_map(|t| captured_bytes(scanner, t))
+            .find(|bytes| !matches!(bytes, Ok(b) if b.trim_ascii() == b"null"))
+            .map(|bytes| bytes.and_then(Usage::from_json));
+        let model = [MODEL, RESPONSE_MODEL, SESSION_MODEL]
+            .into_iter()
+            .filter_map(|t| captured_string(scanner, t))
+            .find(|m| !m.is_empty());
+        DocumentFacts {
+            event_type: captured_string(scanner, TYPE),
+            model,
+            usage,
+        }
+    }
+}
+
+/// The result of metering one response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Metered {
+    /// Usage was read. `model` is the response's (None if it named none).
+    Usage { model: Option<String>, usage: Usage },
+    /// The response carried no usage (or it was cut before it).
+    Missing,
+    /// The body or its usage was malformed.
+    Malformed,
+}
+
+/// What kind of body is being metered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    Json,
+    EventStream,
+}
+
+pub struct SseUsage {
+    scanner: JsonScanner,
+    in_event: bool,
+    model: Option<String>,
+    usage: Option<Usage>,
+    /// Events whose JSON or usage was malformed, or that were too large.
+    pub malformed_events: u32,
+}
+
+impl EventSink for SseUsage {
+    fn data(&mut self, bytes: &[u8]) {
+        self.in_event = true;
+        self.scanner.feed(bytes);
+    }
+
+    fn end_event(&mut self, end: EventEnd) {
+        let had_data = std::mem::replace(&mut self.in_event, false);
+        if end.done_marker || !had_data {
+            self.scanner.reset();
+            return;
+        }
+        let complete = self.scanner.finish().is_ok() && !end.oversized;
+        let facts = DocumentFacts::from_scanner(&self.scanner);
+        self.scanner.reset();
+        if let Some(m) = facts.model {
+            self.model = Some(m);
+        }
+        match facts.usage {
+            Some(Ok(u)) => self.usage = Some(u),
+            Some(Err(_)) => self.malformed_events += 1,
+            None if !complete => self.malformed_events += 1,
+            None => {}
+        }
+    }
+}
+
+enum Body {
+    Json {
+        scanner: JsonScanner,
+        seen_bytes: bool,
+    },
+    Sse(SseParser<SseUsage>),
+}
+
+pub struct ResponseMeter {
+    body: Body,
+}
+
+impl ResponseMeter {
+    pub fn new(kind: BodyKind) -> Self {
+        let body = match kind {
+            BodyKind::Json => Body::Json {
+                scanner: JsonScanner::new(USAGE_PATHS, CAPTURE_CAP),
+                seen_bytes: false,
+            },
+            BodyKind::EventStream => Body::Sse(SseParser::new(
+                SseUsage {
+                    scanner: JsonScanner::new(USAGE_PATHS, CAPTURE_CAP),
+                    in_event: false,
+                    model: None,
+                    usage: None,
+                    malformed_events: 0,
+                },
+                SSE_EVENT_CAP,
+            )),
+        };
+        ResponseMeter { body }
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        match &mut self.body {
+            Body::Json {
+                scanner,
+                seen_bytes,
+            } => {
+                *seen_bytes |= !chunk.is_empty();
+                scanner.feed(chunk);
+            }
+            Body::Sse(parser) => parser.feed(chunk),
+        }
+    }
+
+    /// The body ended (or the stream was cut: then usage not yet seen is missing).
+    pub fn finish(&mut self) -> Metered {
+        match &mut self.body {
+            Body::Json {
+                scanner,
+                seen_bytes,
+            } => {
+                let complete = scanner.finish().is_ok();
+                let facts = DocumentFacts::from_scanner(scanner);
+                match facts.usage {
+                    Some(Ok(usage)) => Metered::Usage {
+                        model: facts.model,
+                        usage,
+                    },
+                    Some(Err(_)) => Metered::Malformed,
+                    None if !complete && *seen_bytes => Metered::Malformed,
+                    None => Metered::Missing,
+                }
+            }
+            Body::Sse(parser) => {
+                parser.finish();
+                let sink = &parser.sink;
+                match sink.usage {
+                    Some(usage) => Metered::Usage {
+                        model: sink.model.clone(),
+                        usage,
+                    },
+                    None if sink.malformed_events > 0 => Metered::Malformed,
+                    None => Metered::Missing,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meter_split(kind: BodyKind, body: &[u8], split: usize) -> Metered {
+        let mut m = ResponseMeter::new(kind);
+        m.feed(&body[..split]);
+        m.feed(&body[split..]);
+        m.finish()
+    }
+
+    fn text_usage(input: u64, cached: u64, output: u64) -> Usage {
+        Usage {
+            text_input: input - cached,
+            cached_text_input: cached,
+            text_output: output,
+            ..Usage::default()
+        }
+    }
+
+    const CHAT_JSON: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-5-2025-08-07",
+      "choices":[{"index":0,"message":{"role":"assistant","content":"the \"usage\": {\"prompt_tokens\": 999}"}}],
+      "usage":{"prompt_tokens":100000,"completion_tokens":200000,"total_tokens":300000,
+               "prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}"#;
+
+    #[test]
+    fn chat_completion_json_at_every_split() {
+        let want = Metered::Usage {
+            model: Some("gpt-5-2025-08-07".into()),
+            usage: text_usage(100_000, 0, 200_000),
+        };
+        for split in 0..=CHAT_JSON.len() {
+            assert_eq!(meter_split(BodyKind::Json, CHAT_JSON.as_bytes(), split), want);
+        }
+    }
+
+    #[test]
+    fn malformed_truncated_and_missing_json() {
+        let truncated = &CHAT_JSON.as_bytes()[..CHAT_JSON.len() / 2];
+        assert_eq!(meter_split(BodyKind::Json, truncated, 3), Metered::Malformed);
+        assert_eq!(meter_split(BodyKind::Json, b"not json", 3), Metered::Malformed);
+        assert_eq!(
+            meter_split(BodyKind::Json, br#"{"usage":{"prompt_tokens":"many"}}"#, 3),
+            Metered::Malformed
+        );
+        assert_eq!(meter_split(BodyKind::Json, br#"{"id":"x"}"#, 3), Metered::Missing);
+        assert_eq!(meter_split(BodyKind::Json, b"", 0), Metered::Missing);
+        assert_eq!(meter_split(BodyKind::Json, br#"{"usage":null}"#, 0), Metered::Missing);
+    }
+
+    const CHAT_SSE: &str = "data: {\"id\":\"c\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"delta\":{\"content\":\"h\u{e9}llo \\\"usage\\\"\"}}],\"usage\":null}\r\n\r\n\
+        : ping\r\n\r\n\
+        data: {\"id\":\"c\",\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":20,\"prompt_tokens_details\":{\"cached_tokens\":4}}}\r\n\r\n\
+        data: [DONE]\r\n\r\n";
+
+    const RESPONSES_SSE: &str = "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"model\":\"gpt-5\",\"usage\":null}}\n\n\
+        event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"\u{4e16}\"}\n\n\
+        event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"model\":\"gpt-5-2025-08-07\",\n\
+        data: \"output\":[{\"content\":[{\"text\":\"usage\"}]}],\"usage\":{\"input_tokens\":7,\"input_tokens_details\":{\"cached_tokens\":2},\"output_tokens\":9}}}\n\n";
+
+    #[test]
+    fn sse_streams_at_every_split() {
+        let cases = [
+            (CHAT_SSE, Some("gpt-4o-mini"), text_usage(10, 4, 20)),
+            (RESPONSES_SSE, Some("gpt-5-2025-08-07"), text_usage(7, 2, 9)),
+        ];
+        for (stream, model, usage) in cases {
+            let want = Metered::Usage {
+                model: model.map(String::from),
+                usage,
+            };
+            for split in 0..=stream.len() {
+                assert_eq!(
+                    meter_split(BodyKind::EventStream, stream.as_bytes(), split),
+                    want,
+                    "split {split}"
+                );
+            }
+            // LF-only version of the same stream.
+            let lf = stream.replace("\r\n", "\n");
+            assert_eq!(meter_split(BodyKind::EventStream, lf.as_bytes(), 17), want);
+        }
+    }
+
+    #[test]
+    fn sse_stream_cut_before_usage_is_missing() {
+        let cut = &CHAT_SSE[..CHAT_SSE.find(": ping").unwrap()];
+        assert_eq!(meter_split(BodyKind::EventStream, cut.as_bytes(), 5), Metered::Missing);
+        // Cut inside the usage event: the unfinished event is discarded.
+        let cut = &CHAT_SSE[..CHAT_SSE.find("\"choices\":[]").unwrap()];
+        assert_eq!(meter_split(BodyKind::EventStream, cut.as_bytes(), 5), Metered::Missing);
+    }
+
+    #[test]
+    fn sse_with_malformed_usage_event() {
+        let s = "data: {\"model\":\"x\",\"usage\":{\"prompt_tokens\":-5}}\n\n";
+        assert_eq!(meter_split(BodyKind::EventStream, s.as_bytes(), 4), Metered::Malformed);
+        let s = "data: {garbage\n\n";
+        assert_eq!(meter_split(BodyKind::EventStream, s.as_bytes(), 4), Metered::Malformed);
+    }
+}
