@@ -105,7 +105,9 @@ struct Section<'a> {
 
 impl<'a> Section<'a> {
     fn new(path: &str, value: &'a Value, allowed: &[&str]) -> Result<Self, ConfigError> {
-        let map = value.as_object().ok_or_else(|| err(path, "must be an object"))?;
+        let map = value
+            .as_object()
+            .ok_or_else(|| err(path, "must be an object"))?;
         let section = Section {
             path: path.to_string(),
             map,
@@ -154,7 +156,9 @@ impl<'a> Section<'a> {
     fn bool(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
         match self.get(name) {
             None => Ok(default),
-            Some(v) => v.as_bool().ok_or_else(|| err(&self.key(name), "must be true or false")),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| err(&self.key(name), "must be true or false")),
         }
     }
 
@@ -237,7 +241,14 @@ impl Config {
         let s = Section::new(
             "session",
             root.get("session").unwrap_or(&empty),
-            &["budget_usd", "warn_ratio", "max_duration_s", "id_header", "idle_ttl_s", "max_tracked"],
+            &[
+                "budget_usd",
+                "warn_ratio",
+                "max_duration_s",
+                "id_header",
+                "idle_ttl_s",
+                "max_tracked",
+            ],
         )?;
         let warn_ratio_ppm = match s.get("warn_ratio") {
             None => 800_000,
@@ -248,7 +259,12 @@ impl Config {
                     .and_then(|n| number_to_units(n, 6).ok());
                 match ppm {
                     Some(p) if p > 0 && p <= 1_000_000 => p,
-                    _ => return Err(err("session.warn_ratio", "must be a number in (0, 1] with at most 6 decimals")),
+                    _ => {
+                        return Err(err(
+                            "session.warn_ratio",
+                            "must be a number in (0, 1] with at most 6 decimals",
+                        ))
+                    }
                 }
             }
         };
@@ -269,16 +285,24 @@ impl Config {
         let g = Section::new(
             "global",
             root.get("global").unwrap_or(&empty),
-            &["budget_usd", "window_s", "cooldown_s", "close_active_sessions"],
+            &[
+                "budget_usd",
+                "window_s",
+                "cooldown_s",
+                "close_active_sessions",
+            ],
         )?;
         let global = GlobalConfig {
             budget: g.usd("budget_usd", 100 * MICROS_PER_USD)?,
             window_s: g.positive_int("window_s", 3600, 366 * 86_400)?,
             cooldown_s: match g.get("cooldown_s") {
                 None => 300,
-                Some(v) => v
-                    .as_u64()
-                    .ok_or_else(|| err("global.cooldown_s", "must be a whole number of seconds >= 0"))?,
+                Some(v) => v.as_u64().ok_or_else(|| {
+                    err(
+                        "global.cooldown_s",
+                        "must be a whole number of seconds >= 0",
+                    )
+                })?,
             },
             close_active_sessions: g.bool("close_active_sessions", false)?,
         };
@@ -316,7 +340,10 @@ impl Config {
                 .iter()
                 .map(|o| match o {
                     Value::String(s) if !s.is_empty() => Ok(s.clone()),
-                    _ => Err(err("allowed_origins", "must be a list of non-empty strings")),
+                    _ => Err(err(
+                        "allowed_origins",
+                        "must be a list of non-empty strings",
+                    )),
                 })
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(err("allowed_origins", "must be a list of origins")),
@@ -335,7 +362,13 @@ impl Config {
                 let gs = Section::new(
                     "global_store",
                     v,
-                    &["rls_cluster", "domain", "sync_interval_ms", "timeout_ms", "usd_per_hit"],
+                    &[
+                        "rls_cluster",
+                        "domain",
+                        "sync_interval_ms",
+                        "timeout_ms",
+                        "usd_per_hit",
+                    ],
                 )?;
                 if gs.get("rls_cluster").is_none() {
                     return Err(err("global_store.rls_cluster", "is required"));
@@ -410,7 +443,10 @@ mod tests {
         assert_eq!(c.fail_mode, FailMode::Closed);
         // Replaced whole: no cached price inherited from the built-in gpt-5.
         let p = c.prices.lookup("gpt-5-2025-08-07").prices();
-        assert_eq!((p.input, p.cached_input, p.output), (10_000_000, 10_000_000, 30_000_000));
+        assert_eq!(
+            (p.input, p.cached_input, p.output),
+            (10_000_000, 10_000_000, 30_000_000)
+        );
         assert_eq!(c.global_store.unwrap().micros_per_hit, 10);
     }
 
@@ -434,27 +470,81 @@ mod tests {
     fn errors_name_the_key() {
         assert_eq!(error_key(r#"{"sesion":{}}"#), "sesion");
         assert_eq!(error_key(r#"{"session":{"budget":1}}"#), "session.budget");
-        assert_eq!(error_key(r#"{"session":{"budget_usd":-1}}"#), "session.budget_usd");
-        assert_eq!(error_key(r#"{"session":{"budget_usd":"5"}}"#), "session.budget_usd");
-        assert_eq!(error_key(r#"{"session":{"warn_ratio":0}}"#), "session.warn_ratio");
-        assert_eq!(error_key(r#"{"session":{"warn_ratio":1.5}}"#), "session.warn_ratio");
-        assert_eq!(error_key(r#"{"session":{"max_duration_s":0}}"#), "session.max_duration_s");
-        assert_eq!(error_key(r#"{"session":{"max_duration_s":1.5}}"#), "session.max_duration_s");
-        assert_eq!(error_key(r#"{"session":{"id_header":"bad header"}}"#), "session.id_header");
-        assert_eq!(error_key(r#"{"session":{"max_tracked":0}}"#), "session.max_tracked");
-        assert_eq!(error_key(r#"{"global":{"window_s":-5}}"#), "global.window_s");
-        assert_eq!(error_key(r#"{"global":{"cooldown_s":"x"}}"#), "global.cooldown_s");
-        assert_eq!(error_key(r#"{"global":{"close_active_sessions":1}}"#), "global.close_active_sessions");
-        assert_eq!(error_key(r#"{"pricing":{"m":{"input":0.0000001}}}"#), "pricing.m.input");
-        assert_eq!(error_key(r#"{"pricing":{"m":{"inptu":1}}}"#), "pricing.m.inptu");
-        assert_eq!(error_key(r#"{"pricing":{"m":{"output":1}}}"#), "pricing.m.input");
+        assert_eq!(
+            error_key(r#"{"session":{"budget_usd":-1}}"#),
+            "session.budget_usd"
+        );
+        assert_eq!(
+            error_key(r#"{"session":{"budget_usd":"5"}}"#),
+            "session.budget_usd"
+        );
+        assert_eq!(
+            error_key(r#"{"session":{"warn_ratio":0}}"#),
+            "session.warn_ratio"
+        );
+        assert_eq!(
+            error_key(r#"{"session":{"warn_ratio":1.5}}"#),
+            "session.warn_ratio"
+        );
+        assert_eq!(
+            error_key(r#"{"session":{"max_duration_s":0}}"#),
+            "session.max_duration_s"
+        );
+        assert_eq!(
+            error_key(r#"{"session":{"max_duration_s":1.5}}"#),
+            "session.max_duration_s"
+        );
+        assert_eq!(
+            error_key(r#"{"session":{"id_header":"bad header"}}"#),
+            "session.id_header"
+        );
+        assert_eq!(
+            error_key(r#"{"session":{"max_tracked":0}}"#),
+            "session.max_tracked"
+        );
+        assert_eq!(
+            error_key(r#"{"global":{"window_s":-5}}"#),
+            "global.window_s"
+        );
+        assert_eq!(
+            error_key(r#"{"global":{"cooldown_s":"x"}}"#),
+            "global.cooldown_s"
+        );
+        assert_eq!(
+            error_key(r#"{"global":{"close_active_sessions":1}}"#),
+            "global.close_active_sessions"
+        );
+        assert_eq!(
+            error_key(r#"{"pricing":{"m":{"input":0.0000001}}}"#),
+            "pricing.m.input"
+        );
+        assert_eq!(
+            error_key(r#"{"pricing":{"m":{"inptu":1}}}"#),
+            "pricing.m.inptu"
+        );
+        assert_eq!(
+            error_key(r#"{"pricing":{"m":{"output":1}}}"#),
+            "pricing.m.input"
+        );
         assert_eq!(error_key(r#"{"pricing":[]}"#), "pricing");
-        assert_eq!(error_key(r#"{"unknown_model":{"input":-1}}"#), "unknown_model.input");
+        assert_eq!(
+            error_key(r#"{"unknown_model":{"input":-1}}"#),
+            "unknown_model.input"
+        );
         assert_eq!(error_key(r#"{"allowed_origins":"x"}"#), "allowed_origins");
-        assert_eq!(error_key(r#"{"inject_stream_usage":"yes"}"#), "inject_stream_usage");
+        assert_eq!(
+            error_key(r#"{"inject_stream_usage":"yes"}"#),
+            "inject_stream_usage"
+        );
         assert_eq!(error_key(r#"{"fail_mode":"ajar"}"#), "fail_mode");
-        assert_eq!(error_key(r#"{"global_store":{}}"#), "global_store.rls_cluster");
-        assert_eq!(error_key(r#"{"global_store":{"rls_cluster":"r","usd_per_hit":0}}"#), "global_store.usd_per_hit");
+        assert_eq!(
+            error_key(r#"{"global_store":{}}"#),
+            "global_store.rls_cluster"
+        );
+        assert_eq!(
+            error_key(r#"{"global_store":{"rls_cluster":"r","usd_per_hit":0}}"#),
+            "global_store.usd_per_hit"
+        );
         assert_eq!(error_key("[1]"), "");
         assert_eq!(error_key("{"), "");
     }

@@ -111,7 +111,9 @@ pub fn inject_include_usage(body: &[u8]) -> Injection {
         return Injection::NotStreaming;
     }
     match map.get("stream_options") {
-        Some(opts) if opts.get("include_usage") == Some(&Value::Bool(true)) => Injection::AlreadyIncluded,
+        Some(opts) if opts.get("include_usage") == Some(&Value::Bool(true)) => {
+            Injection::AlreadyIncluded
+        }
         None => {
             let Some(open) = body.iter().position(|&b| b == b'{') else {
                 return Injection::NotJson;
@@ -165,7 +167,12 @@ pub struct Priced {
 }
 
 /// Prices usage for the response's model (else the request's).
-pub fn price(table: &PriceTable, model: Option<&str>, fallback_model: Option<&str>, usage: &Usage) -> Priced {
+pub fn price(
+    table: &PriceTable,
+    model: Option<&str>,
+    fallback_model: Option<&str>,
+    usage: &Usage,
+) -> Priced {
     let name = model.or(fallback_model).unwrap_or("");
     let matched = table.lookup(name);
     Priced {
@@ -183,30 +190,63 @@ mod tests {
 
     #[test]
     fn classifies_endpoints() {
-        assert_eq!(Endpoint::classify("/v1/chat/completions"), Endpoint::ChatCompletions);
-        assert_eq!(Endpoint::classify("/openai/v1/chat/completions?x=1"), Endpoint::ChatCompletions);
+        assert_eq!(
+            Endpoint::classify("/v1/chat/completions"),
+            Endpoint::ChatCompletions
+        );
+        assert_eq!(
+            Endpoint::classify("/openai/v1/chat/completions?x=1"),
+            Endpoint::ChatCompletions
+        );
         assert_eq!(Endpoint::classify("/v1/responses"), Endpoint::Responses);
         assert_eq!(Endpoint::classify("/v1/embeddings/"), Endpoint::Embeddings);
-        assert_eq!(Endpoint::classify("/v1/realtime?model=gpt-realtime"), Endpoint::Realtime);
+        assert_eq!(
+            Endpoint::classify("/v1/realtime?model=gpt-realtime"),
+            Endpoint::Realtime
+        );
         assert_eq!(Endpoint::classify("/v1/models"), Endpoint::Other);
-        assert_eq!(Endpoint::classify("/v1/responses/resp_123"), Endpoint::Other);
+        assert_eq!(
+            Endpoint::classify("/v1/responses/resp_123"),
+            Endpoint::Other
+        );
     }
 
     #[test]
     fn plans_responses() {
         use ResponsePlan::*;
         let chat = Endpoint::ChatCompletions;
-        assert_eq!(plan_response(chat, 200, Some("application/json"), None), Meter(BodyKind::Json));
+        assert_eq!(
+            plan_response(chat, 200, Some("application/json"), None),
+            Meter(BodyKind::Json)
+        );
         assert_eq!(
             plan_response(chat, 200, Some("text/event-stream; charset=utf-8"), None),
             Meter(BodyKind::EventStream)
         );
-        assert_eq!(plan_response(chat, 200, Some("application/json"), Some("gzip")), Unreadable);
-        assert_eq!(plan_response(chat, 200, Some("application/json"), Some("identity")), Meter(BodyKind::Json));
-        assert_eq!(plan_response(chat, 200, Some("text/html"), None), Unreadable);
-        assert_eq!(plan_response(chat, 429, Some("application/json"), None), Ignore);
-        assert_eq!(plan_response(chat, 500, Some("application/json"), None), Ignore);
-        assert_eq!(plan_response(Endpoint::Other, 200, Some("application/json"), None), Ignore);
+        assert_eq!(
+            plan_response(chat, 200, Some("application/json"), Some("gzip")),
+            Unreadable
+        );
+        assert_eq!(
+            plan_response(chat, 200, Some("application/json"), Some("identity")),
+            Meter(BodyKind::Json)
+        );
+        assert_eq!(
+            plan_response(chat, 200, Some("text/html"), None),
+            Unreadable
+        );
+        assert_eq!(
+            plan_response(chat, 429, Some("application/json"), None),
+            Ignore
+        );
+        assert_eq!(
+            plan_response(chat, 500, Some("application/json"), None),
+            Ignore
+        );
+        assert_eq!(
+            plan_response(Endpoint::Other, 200, Some("application/json"), None),
+            Ignore
+        );
     }
 
     #[test]
@@ -238,8 +278,14 @@ mod tests {
 
     #[test]
     fn leaves_other_requests_alone() {
-        assert_eq!(inject_include_usage(br#"{"model":"m"}"#), Injection::NotStreaming);
-        assert_eq!(inject_include_usage(br#"{"stream":false}"#), Injection::NotStreaming);
+        assert_eq!(
+            inject_include_usage(br#"{"model":"m"}"#),
+            Injection::NotStreaming
+        );
+        assert_eq!(
+            inject_include_usage(br#"{"stream":false}"#),
+            Injection::NotStreaming
+        );
         assert_eq!(
             inject_include_usage(br#"{"stream":true,"stream_options":{"include_usage":true}}"#),
             Injection::AlreadyIncluded
@@ -257,7 +303,10 @@ mod tests {
             ..Usage::default()
         };
         let p = price(&c.prices, Some("gpt-5-2025-08-07"), None, &usage);
-        assert_eq!((p.stat_model.as_str(), p.cost, p.unknown_model), ("gpt-5", 7_000_000, false));
+        assert_eq!(
+            (p.stat_model.as_str(), p.cost, p.unknown_model),
+            ("gpt-5", 7_000_000, false)
+        );
         let p = price(&c.prices, None, Some("gpt-5"), &usage);
         assert_eq!(p.cost, 7_000_000);
         let p = price(&c.prices, Some("mystery"), None, &usage);

@@ -30,9 +30,13 @@ enum State {
     ExpectKeyOrObjectEnd,
     /// After `,` in an object.
     ExpectKey,
-    InKey { escaped: bool },
+    InKey {
+        escaped: bool,
+    },
     ExpectColon,
-    InString { escaped: bool },
+    InString {
+        escaped: bool,
+    },
     InLiteral,
     /// After a value: `,`, a closing bracket, or (at the root) the end.
     AfterValue,
@@ -315,7 +319,8 @@ impl JsonScanner {
                         i += 1;
                     } else if in_key {
                         let level = self.depth as usize;
-                        if let Some(slot) = level.checked_sub(1).and_then(|l| self.path.get_mut(l)) {
+                        if let Some(slot) = level.checked_sub(1).and_then(|l| self.path.get_mut(l))
+                        {
                             *slot = self.key;
                         }
                         self.state = State::ExpectColon;

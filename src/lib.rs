@@ -4,12 +4,14 @@
 //! Everything but [`adapter`] is host-independent plain Rust, tested natively;
 //! the adapter (compiled for wasm only) maps proxy-wasm callbacks onto it.
 
+pub mod budget;
 pub mod config;
 pub mod exchange;
 pub mod json_scan;
 pub mod meter;
 pub mod money;
 pub mod pricing;
+pub mod replies;
 pub mod sse;
 pub mod usage;
 

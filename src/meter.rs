@@ -245,22 +245,37 @@ mod tests {
             usage: text_usage(100_000, 0, 200_000),
         };
         for split in 0..=CHAT_JSON.len() {
-            assert_eq!(meter_split(BodyKind::Json, CHAT_JSON.as_bytes(), split), want);
+            assert_eq!(
+                meter_split(BodyKind::Json, CHAT_JSON.as_bytes(), split),
+                want
+            );
         }
     }
 
     #[test]
     fn malformed_truncated_and_missing_json() {
         let truncated = &CHAT_JSON.as_bytes()[..CHAT_JSON.len() / 2];
-        assert_eq!(meter_split(BodyKind::Json, truncated, 3), Metered::Malformed);
-        assert_eq!(meter_split(BodyKind::Json, b"not json", 3), Metered::Malformed);
+        assert_eq!(
+            meter_split(BodyKind::Json, truncated, 3),
+            Metered::Malformed
+        );
+        assert_eq!(
+            meter_split(BodyKind::Json, b"not json", 3),
+            Metered::Malformed
+        );
         assert_eq!(
             meter_split(BodyKind::Json, br#"{"usage":{"prompt_tokens":"many"}}"#, 3),
             Metered::Malformed
         );
-        assert_eq!(meter_split(BodyKind::Json, br#"{"id":"x"}"#, 3), Metered::Missing);
+        assert_eq!(
+            meter_split(BodyKind::Json, br#"{"id":"x"}"#, 3),
+            Metered::Missing
+        );
         assert_eq!(meter_split(BodyKind::Json, b"", 0), Metered::Missing);
-        assert_eq!(meter_split(BodyKind::Json, br#"{"usage":null}"#, 0), Metered::Missing);
+        assert_eq!(
+            meter_split(BodyKind::Json, br#"{"usage":null}"#, 0),
+            Metered::Missing
+        );
     }
 
     const CHAT_SSE: &str = "data: {\"id\":\"c\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"delta\":{\"content\":\"h\u{e9}llo \\\"usage\\\"\"}}],\"usage\":null}\r\n\r\n\
@@ -300,17 +315,29 @@ mod tests {
     #[test]
     fn sse_stream_cut_before_usage_is_missing() {
         let cut = &CHAT_SSE[..CHAT_SSE.find(": ping").unwrap()];
-        assert_eq!(meter_split(BodyKind::EventStream, cut.as_bytes(), 5), Metered::Missing);
+        assert_eq!(
+            meter_split(BodyKind::EventStream, cut.as_bytes(), 5),
+            Metered::Missing
+        );
         // Cut inside the usage event: the unfinished event is discarded.
         let cut = &CHAT_SSE[..CHAT_SSE.find("\"choices\":[]").unwrap()];
-        assert_eq!(meter_split(BodyKind::EventStream, cut.as_bytes(), 5), Metered::Missing);
+        assert_eq!(
+            meter_split(BodyKind::EventStream, cut.as_bytes(), 5),
+            Metered::Missing
+        );
     }
 
     #[test]
     fn sse_with_malformed_usage_event() {
         let s = "data: {\"model\":\"x\",\"usage\":{\"prompt_tokens\":-5}}\n\n";
-        assert_eq!(meter_split(BodyKind::EventStream, s.as_bytes(), 4), Metered::Malformed);
+        assert_eq!(
+            meter_split(BodyKind::EventStream, s.as_bytes(), 4),
+            Metered::Malformed
+        );
         let s = "data: {garbage\n\n";
-        assert_eq!(meter_split(BodyKind::EventStream, s.as_bytes(), 4), Metered::Malformed);
+        assert_eq!(
+            meter_split(BodyKind::EventStream, s.as_bytes(), 4),
+            Metered::Malformed
+        );
     }
 }

@@ -114,7 +114,10 @@ pub struct PriceTable {
 }
 
 impl PriceTable {
-    pub fn new(models: impl IntoIterator<Item = (String, ModelPrices)>, unknown: ModelPrices) -> Self {
+    pub fn new(
+        models: impl IntoIterator<Item = (String, ModelPrices)>,
+        unknown: ModelPrices,
+    ) -> Self {
         let by_name: HashMap<String, ModelPrices> = models.into_iter().collect();
         let mut names_longest_first: Vec<String> = by_name.keys().cloned().collect();
         names_longest_first.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
@@ -192,19 +195,31 @@ pub fn builtin_prices() -> Vec<(&'static str, PriceEntry)> {
         ("o4-mini", text(usd(1_100), usd(275), usd(4_400))),
         (
             "gpt-realtime",
-            realtime((usd(4_000), usd(400), usd(16_000)), (usd(32_000), usd(400), usd(64_000))),
+            realtime(
+                (usd(4_000), usd(400), usd(16_000)),
+                (usd(32_000), usd(400), usd(64_000)),
+            ),
         ),
         (
             "gpt-realtime-mini",
-            realtime((usd(600), usd(60), usd(2_400)), (usd(10_000), usd(300), usd(20_000))),
+            realtime(
+                (usd(600), usd(60), usd(2_400)),
+                (usd(10_000), usd(300), usd(20_000)),
+            ),
         ),
         (
             "gpt-4o-realtime-preview",
-            realtime((usd(5_000), usd(2_500), usd(20_000)), (usd(40_000), usd(2_500), usd(80_000))),
+            realtime(
+                (usd(5_000), usd(2_500), usd(20_000)),
+                (usd(40_000), usd(2_500), usd(80_000)),
+            ),
         ),
         (
             "gpt-4o-mini-realtime-preview",
-            realtime((usd(600), usd(300), usd(2_400)), (usd(10_000), usd(300), usd(20_000))),
+            realtime(
+                (usd(600), usd(300), usd(2_400)),
+                (usd(10_000), usd(300), usd(20_000)),
+            ),
         ),
         ("text-embedding-3-small", text(usd(20), usd(20), 0)),
         ("text-embedding-3-large", text(usd(130), usd(130), 0)),
@@ -246,9 +261,15 @@ mod tests {
     #[test]
     fn seed_examples_are_exact() {
         let gpt5 = text(usd(10_000), usd(10_000), usd(30_000)).resolve();
-        assert_eq!(cost_micros(&text_usage(100_000, 0, 200_000), &gpt5), 7_000_000);
+        assert_eq!(
+            cost_micros(&text_usage(100_000, 0, 200_000), &gpt5),
+            7_000_000
+        );
         let mini = text(usd(3_000), usd(3_000), usd(15_000)).resolve();
-        assert_eq!(cost_micros(&text_usage(500_000, 0, 1_000_000), &mini), 16_500_000);
+        assert_eq!(
+            cost_micros(&text_usage(500_000, 0, 1_000_000), &mini),
+            16_500_000
+        );
         let rt = text(usd(100_000), usd(100_000), usd(200_000)).resolve();
         assert_eq!(cost_micros(&text_usage(25_000, 0, 50_000), &rt), 12_500_000);
     }
@@ -258,7 +279,10 @@ mod tests {
         let t = table();
         let p = t.lookup("gpt-5").prices();
         // 1M in (400k cached) + 100k out: 600k×$1.25 + 400k×$0.125 + 100k×$10 per 1M.
-        assert_eq!(cost_micros(&text_usage(1_000_000, 400_000, 100_000), p), 750_000 + 50_000 + 1_000_000);
+        assert_eq!(
+            cost_micros(&text_usage(1_000_000, 400_000, 100_000), p),
+            750_000 + 50_000 + 1_000_000
+        );
     }
 
     #[test]
@@ -284,7 +308,10 @@ mod tests {
             text_output: 1_000_000,
             ..Usage::default()
         };
-        assert_eq!(cost_micros(&u, p), (4_000_000 + 32_000_000 + 400_000 + 64_000_000 + 16_000_000));
+        assert_eq!(
+            cost_micros(&u, p),
+            (4_000_000 + 32_000_000 + 400_000 + 64_000_000 + 16_000_000)
+        );
     }
 
     #[test]
@@ -293,9 +320,19 @@ mod tests {
         assert_eq!(t.lookup("gpt-5").stat_name(), "gpt-5");
         assert_eq!(t.lookup("gpt-5-2025-08-07").stat_name(), "gpt-5");
         assert_eq!(t.lookup("gpt-5-mini-2025-08-07").stat_name(), "gpt-5-mini");
-        assert_eq!(t.lookup("gpt-4o-mini-realtime-preview-2024-12-17").stat_name(), "gpt-4o-mini-realtime-preview");
-        assert_eq!(t.lookup("gpt-realtime-2025-08-28").stat_name(), "gpt-realtime");
-        assert_eq!(t.lookup("gpt-4.1-mini-2025-04-14").stat_name(), "gpt-4.1-mini");
+        assert_eq!(
+            t.lookup("gpt-4o-mini-realtime-preview-2024-12-17")
+                .stat_name(),
+            "gpt-4o-mini-realtime-preview"
+        );
+        assert_eq!(
+            t.lookup("gpt-realtime-2025-08-28").stat_name(),
+            "gpt-realtime"
+        );
+        assert_eq!(
+            t.lookup("gpt-4.1-mini-2025-04-14").stat_name(),
+            "gpt-4.1-mini"
+        );
         assert!(matches!(t.lookup("claude-3"), PriceMatch::Unknown(_)));
         assert_eq!(t.lookup("claude-3").stat_name(), "unknown");
         assert!(matches!(t.lookup(""), PriceMatch::Unknown(_)));
@@ -315,8 +352,15 @@ mod tests {
         assert_eq!(p.audio_output, 20);
         assert_eq!(p.image_input, 10);
         assert_eq!(p.cached_image_input, 5);
-        let no_cached = PriceEntry { input: Some(7), ..PriceEntry::default() }.resolve();
-        assert_eq!((no_cached.cached_input, no_cached.cached_audio_input), (7, 7));
+        let no_cached = PriceEntry {
+            input: Some(7),
+            ..PriceEntry::default()
+        }
+        .resolve();
+        assert_eq!(
+            (no_cached.cached_input, no_cached.cached_audio_input),
+            (7, 7)
+        );
     }
 
     #[test]
@@ -326,7 +370,11 @@ mod tests {
             text_output: u64::MAX,
             ..Usage::default()
         };
-        let p = ModelPrices { input: u64::MAX, output: u64::MAX, ..table().lookup("gpt-5").prices().to_owned() };
+        let p = ModelPrices {
+            input: u64::MAX,
+            output: u64::MAX,
+            ..table().lookup("gpt-5").prices().to_owned()
+        };
         assert_eq!(cost_micros(&u, &p), u64::MAX);
     }
 }

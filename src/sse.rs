@@ -80,7 +80,9 @@ impl<S: EventSink> SseParser<S> {
 
     pub fn feed(&mut self, mut chunk: &[u8]) {
         if !self.bom_done {
-            while let (Some(&b), Some(&want)) = (chunk.first(), BOM.get(usize::from(self.bom_matched))) {
+            while let (Some(&b), Some(&want)) =
+                (chunk.first(), BOM.get(usize::from(self.bom_matched)))
+            {
                 if b != want {
                     break;
                 }
@@ -209,7 +211,10 @@ impl<S: EventSink> SseParser<S> {
         }
         let room = self.data_cap.saturating_sub(self.data_bytes);
         let passed = bytes.get(..room.min(bytes.len())).unwrap_or(&[]);
-        for &b in bytes.iter().take(self.head.len().saturating_sub(usize::from(self.head_len))) {
+        for &b in bytes
+            .iter()
+            .take(self.head.len().saturating_sub(usize::from(self.head_len)))
+        {
             if let Some(slot) = self.head.get_mut(usize::from(self.head_len)) {
                 *slot = b;
                 self.head_len += 1;
@@ -281,7 +286,12 @@ mod tests {
     fn line_ends_comments_fields_and_multiline_data() {
         let stream = "\u{feff}: keep-alive\r\nevent: message\r\ndata: {\"a\":\r\ndata:1}\r\nid: 7\r\n\r\n\
                       data: é世界\rretry: 10\r\rdata\n\ndata: [DONE]\n\n: trailing comment\ndata: cut";
-        let want = vec![plain("{\"a\":\n1}"), plain("é世界"), plain(""), plain("[DONE]")];
+        let want = vec![
+            plain("{\"a\":\n1}"),
+            plain("é世界"),
+            plain(""),
+            plain("[DONE]"),
+        ];
         let bytes = stream.as_bytes();
         assert_eq!(parse_split(bytes, &[], 1 << 20), want);
         for a in 0..=bytes.len() {
@@ -294,7 +304,10 @@ mod tests {
 
     #[test]
     fn events_without_data_are_not_dispatched() {
-        assert_eq!(parse_split(b"event: x\n\n: c\n\nid: 1\n\n", &[], 64), vec![]);
+        assert_eq!(
+            parse_split(b"event: x\n\n: c\n\nid: 1\n\n", &[], 64),
+            vec![]
+        );
     }
 
     #[test]
@@ -303,7 +316,13 @@ mod tests {
         assert_eq!(
             events,
             vec![
-                ("0123".to_string(), EventEnd { done_marker: false, oversized: true }),
+                (
+                    "0123".to_string(),
+                    EventEnd {
+                        done_marker: false,
+                        oversized: true
+                    }
+                ),
                 plain("ok"),
             ]
         );

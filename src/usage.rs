@@ -177,7 +177,10 @@ mod tests {
                 "output_tokens":87,"output_tokens_details":{"reasoning_tokens":10},"total_tokens":123}"#,
         )
         .unwrap();
-        assert_eq!((u.text_input, u.cached_text_input, u.text_output), (30, 6, 87));
+        assert_eq!(
+            (u.text_input, u.cached_text_input, u.text_output),
+            (30, 6, 87)
+        );
     }
 
     #[test]
@@ -228,7 +231,10 @@ mod tests {
             Usage::from_json(br#"{"prompt_tokens":1.5}"#),
             Err(UsageError::Malformed(_))
         ));
-        assert!(matches!(Usage::from_json(b"[1]"), Err(UsageError::Malformed(_))));
+        assert!(matches!(
+            Usage::from_json(b"[1]"),
+            Err(UsageError::Malformed(_))
+        ));
         assert_eq!(Usage::from_json(b"{}"), Err(UsageError::NoTokenCounts));
         assert!(Usage::from_json(b"null").is_err());
     }

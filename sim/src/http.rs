@@ -205,7 +205,11 @@ impl Response {
     }
 }
 
-pub fn write_stream_head(stream: &mut TcpStream, status: u16, content_type: &str) -> io::Result<()> {
+pub fn write_stream_head(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+) -> io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n",
         reason(status)

@@ -58,7 +58,9 @@ impl Tally {
             if recent.len() >= RECENT_REQUESTS {
                 recent.remove(0);
             }
-            recent.push(json!({"method": req.method, "path": req.path, "headers": headers, "body": body}));
+            recent.push(
+                json!({"method": req.method, "path": req.path, "headers": headers, "body": body}),
+            );
         }
     }
 
@@ -72,7 +74,11 @@ impl Tally {
         let reported: Vec<Value> = self
             .reported
             .lock()
-            .map(|r| r.iter().map(|(m, u)| json!({"model": m, "usage": u})).collect())
+            .map(|r| {
+                r.iter()
+                    .map(|(m, u)| json!({"model": m, "usage": u}))
+                    .collect()
+            })
             .unwrap_or_default();
         json!({
             "requests": self.requests.load(Ordering::Relaxed),
@@ -100,7 +106,9 @@ fn main() {
         match a.as_str() {
             "--port" => port = args.next().and_then(|p| p.parse().ok()).unwrap_or(port),
             "-h" | "--help" => {
-                println!("usage: openai-sim [--port N]   (0 picks a free port; the port is printed)");
+                println!(
+                    "usage: openai-sim [--port N]   (0 picks a free port; the port is printed)"
+                );
                 return;
             }
             other => {
@@ -155,7 +163,11 @@ fn serve_connection(mut stream: TcpStream, tally: &Tally) {
 fn handle(req: &Request, stream: &mut TcpStream, tally: &Tally) -> std::io::Result<bool> {
     match (req.method.as_str(), req.path_only()) {
         ("GET", "/_sim/requests") => {
-            let recent = tally.recent.lock().map(|r| Value::Array(r.clone())).unwrap_or(Value::Null);
+            let recent = tally
+                .recent
+                .lock()
+                .map(|r| Value::Array(r.clone()))
+                .unwrap_or(Value::Null);
             Response::json(200, &recent).write(stream)?;
         }
         ("GET", "/_sim/tally") => Response::json(200, &tally.to_json()).write(stream)?,
@@ -214,9 +226,17 @@ fn content_text(pad_bytes: usize) -> String {
     s
 }
 
-fn api_call(req: &Request, stream: &mut TcpStream, tally: &Tally, api: Api) -> std::io::Result<bool> {
+fn api_call(
+    req: &Request,
+    stream: &mut TcpStream,
+    tally: &Tally,
+    api: Api,
+) -> std::io::Result<bool> {
     let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-    if let Some(status) = req.header("x-sim-status").and_then(|s| s.parse::<u16>().ok()) {
+    if let Some(status) = req
+        .header("x-sim-status")
+        .and_then(|s| s.parse::<u16>().ok())
+    {
         let (kind, code) = match status {
             429 => ("insufficient_quota", "rate_limit_exceeded"),
             400..=499 => ("invalid_request_error", "invalid_request"),
@@ -228,7 +248,11 @@ fn api_call(req: &Request, stream: &mut TcpStream, tally: &Tally, api: Api) -> s
     let model = req
         .header("x-sim-model")
         .map(str::to_string)
-        .or_else(|| body.get("model").and_then(Value::as_str).map(str::to_string))
+        .or_else(|| {
+            body.get("model")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| "gpt-4o-mini".into());
     let usage = match req.header("x-sim-usage") {
         Some(u) => serde_json::from_str(u).unwrap_or_else(|_| default_usage(api)),
@@ -242,12 +266,16 @@ fn api_call(req: &Request, stream: &mut TcpStream, tally: &Tally, api: Api) -> s
     }
     let text = content_text(pad);
     let mut doc = match api {
-        Api::Chat => json!({"id": "chatcmpl-sim", "object": "chat.completion", "created": 1_700_000_000u64,
+        Api::Chat => {
+            json!({"id": "chatcmpl-sim", "object": "chat.completion", "created": 1_700_000_000u64,
             "model": model, "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-            "finish_reason": "stop"}], "usage": usage}),
-        Api::Responses => json!({"id": "resp_sim", "object": "response", "created_at": 1_700_000_000u64,
+            "finish_reason": "stop"}], "usage": usage})
+        }
+        Api::Responses => {
+            json!({"id": "resp_sim", "object": "response", "created_at": 1_700_000_000u64,
             "status": "completed", "model": model, "output": [{"type": "message", "role": "assistant",
-            "content": [{"type": "output_text", "text": text}]}], "usage": usage}),
+            "content": [{"type": "output_text", "text": text}]}], "usage": usage})
+        }
         Api::Embeddings => json!({"object": "list", "data": [{"object": "embedding", "index": 0,
             "embedding": [0.0023, -0.0093, 0.0158]}], "model": model, "usage": usage}),
     };
@@ -346,11 +374,17 @@ fn stream_call(
         Api::Responses | Api::Embeddings => {
             let created = json!({"type": "response.created", "sequence_number": 0,
                 "response": {"id": "resp_sim", "status": "in_progress", "model": model, "usage": null}});
-            send(&format!("event: response.created\ndata: {created}\n\n"), stream)?;
+            send(
+                &format!("event: response.created\ndata: {created}\n\n"),
+                stream,
+            )?;
             for (i, piece) in pieces.iter().enumerate() {
                 let delta = json!({"type": "response.output_text.delta", "sequence_number": i + 1,
                     "item_id": "msg_sim", "output_index": 0, "content_index": 0, "delta": piece});
-                send(&format!("event: response.output_text.delta\ndata: {delta}\n\n"), stream)?;
+                send(
+                    &format!("event: response.output_text.delta\ndata: {delta}\n\n"),
+                    stream,
+                )?;
                 if i == 0 && reset == "mid-stream" {
                     return Ok(false);
                 }
@@ -359,7 +393,10 @@ fn stream_call(
                 "response": {"id": "resp_sim", "status": "completed", "model": model,
                 "output": [{"type": "message", "content": [{"type": "output_text", "text": "…"}]}],
                 "usage": usage}});
-            send(&format!("event: response.completed\ndata: {completed}\n\n"), stream)?;
+            send(
+                &format!("event: response.completed\ndata: {completed}\n\n"),
+                stream,
+            )?;
             tally.record_usage(model, usage);
         }
     }

@@ -88,7 +88,10 @@ fn read_frame(stream: &mut TcpStream) -> io::Result<Option<Frame>> {
         len = u64::from_be_bytes(b);
     }
     if len > MAX_MESSAGE as u64 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "frame too large"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "frame too large",
+        ));
     }
     let mut mask = [0u8; 4];
     if masked && !read_exact_or_eof(stream, &mut mask)? {
@@ -122,7 +125,10 @@ pub fn serve(mut stream: TcpStream, req: &Request, tally: &Tally) {
         let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
         return;
     };
-    let model = req.query_param("model").unwrap_or("gpt-realtime").to_string();
+    let model = req
+        .query_param("model")
+        .unwrap_or("gpt-realtime")
+        .to_string();
     let head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {}\r\n\r\n",
         accept_key(key)
@@ -194,15 +200,30 @@ fn session(stream: &mut TcpStream, mut model: String, tally: &Tally) -> io::Resu
     }
 }
 
-fn respond(stream: &mut TcpStream, event: &Value, model: &str, n: u64, tally: &Tally) -> io::Result<()> {
+fn respond(
+    stream: &mut TcpStream,
+    event: &Value,
+    model: &str,
+    n: u64,
+    tally: &Tally,
+) -> io::Result<()> {
     let sim = event.get("sim").cloned().unwrap_or(Value::Null);
     let usage = sim.get("usage").cloned().unwrap_or_else(default_usage);
     let deltas = sim.get("audio_deltas").and_then(Value::as_u64).unwrap_or(2);
-    let delta_bytes = sim.get("delta_bytes").and_then(Value::as_u64).unwrap_or(2000) as usize;
-    let split_done = sim.get("split_done").and_then(Value::as_bool).unwrap_or(false);
+    let delta_bytes = sim
+        .get("delta_bytes")
+        .and_then(Value::as_u64)
+        .unwrap_or(2000) as usize;
+    let split_done = sim
+        .get("split_done")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let delay = Duration::from_millis(sim.get("delay_ms").and_then(Value::as_u64).unwrap_or(0));
     let id = format!("resp_sim_{n}");
-    send_event(stream, &json!({"type": "response.created", "response": {"id": id, "status": "in_progress"}}))?;
+    send_event(
+        stream,
+        &json!({"type": "response.created", "response": {"id": id, "status": "in_progress"}}),
+    )?;
     let audio = "A".repeat(delta_bytes);
     for i in 0..deltas {
         if !delay.is_zero() {

@@ -6,6 +6,7 @@
 //! filter handles.
 #![allow(clashing_extern_declarations)]
 
+use crate::budget::{Store, StoreError};
 use std::ptr::{null, null_mut};
 
 /// A non-Ok proxy-wasm status.
@@ -47,7 +48,13 @@ extern "C" {
         return_data: *mut *mut u8,
         return_size: *mut usize,
     ) -> u32;
-    fn proxy_set_buffer_bytes(buffer_type: u32, start: usize, size: usize, data: *const u8, data_size: usize) -> u32;
+    fn proxy_set_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        size: usize,
+        data: *const u8,
+        data_size: usize,
+    ) -> u32;
     fn proxy_get_header_map_value(
         map_type: u32,
         key_data: *const u8,
@@ -56,13 +63,6 @@ extern "C" {
         return_size: *mut usize,
     ) -> u32;
     fn proxy_replace_header_map_value(
-        map_type: u32,
-        key_data: *const u8,
-        key_size: usize,
-        value_data: *const u8,
-        value_size: usize,
-    ) -> u32;
-    fn proxy_add_header_map_value(
         map_type: u32,
         key_data: *const u8,
         key_size: usize,
@@ -80,11 +80,36 @@ extern "C" {
         headers_size: usize,
         grpc_status: i32,
     ) -> u32;
-    fn proxy_set_property(path_data: *const u8, path_size: usize, value_data: *const u8, value_size: usize) -> u32;
-    fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_define_metric(
+        metric_type: u32,
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
 }
 
 fn status(code: u32) -> Result<(), Status> {
@@ -119,20 +144,39 @@ pub fn get_buffer(buffer: Buffer, start: usize, max_size: usize) -> Result<Vec<u
 
 /// `(0, len, b)` replaces, `(len, 0, b)` appends, `(0, 0, b)` prepends.
 pub fn set_buffer(buffer: Buffer, start: usize, size: usize, value: &[u8]) -> Result<(), Status> {
-    unsafe { status(proxy_set_buffer_bytes(buffer as u32, start, size, value.as_ptr(), value.len())) }
+    unsafe {
+        status(proxy_set_buffer_bytes(
+            buffer as u32,
+            start,
+            size,
+            value.as_ptr(),
+            value.len(),
+        ))
+    }
 }
 
-pub fn get_header(map: Map, name: &str) -> Result<Option<String>, Status> {
+/// A header's raw bytes.
+pub fn get_header_bytes(map: Map, name: &str) -> Result<Option<Vec<u8>>, Status> {
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
     unsafe {
-        match proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size) {
+        match proxy_get_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            &mut data,
+            &mut size,
+        ) {
             0 if data.is_null() => Ok(None),
-            0 => Ok(Some(String::from_utf8_lossy(&owned(data, size)).into_owned())),
+            0 => Ok(Some(owned(data, size))),
             NOT_FOUND => Ok(None),
             code => Err(Status(code)),
         }
     }
+}
+
+pub fn get_header(map: Map, name: &str) -> Result<Option<String>, Status> {
+    Ok(get_header_bytes(map, name)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
 }
 
 pub fn set_header(map: Map, name: &str, value: &str) -> Result<(), Status> {
@@ -147,20 +191,14 @@ pub fn set_header(map: Map, name: &str, value: &str) -> Result<(), Status> {
     }
 }
 
-pub fn add_header(map: Map, name: &str, value: &str) -> Result<(), Status> {
+pub fn remove_header(map: Map, name: &str) -> Result<(), Status> {
     unsafe {
-        status(proxy_add_header_map_value(
+        status(proxy_remove_header_map_value(
             map as u32,
             name.as_ptr(),
             name.len(),
-            value.as_ptr(),
-            value.len(),
         ))
     }
-}
-
-pub fn remove_header(map: Map, name: &str) -> Result<(), Status> {
-    unsafe { status(proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len())) }
 }
 
 fn serialize_headers(headers: &[(&str, &str)]) -> Vec<u8> {
@@ -180,7 +218,11 @@ fn serialize_headers(headers: &[(&str, &str)]) -> Vec<u8> {
 }
 
 /// Answers the request locally (the upstream is never called).
-pub fn send_local_response(status_code: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), Status> {
+pub fn send_local_response(
+    status_code: u32,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(), Status> {
     let serialized = serialize_headers(headers);
     let details = b"costguard";
     unsafe {
@@ -188,7 +230,11 @@ pub fn send_local_response(status_code: u32, headers: &[(&str, &str)], body: &[u
             status_code,
             details.as_ptr(),
             details.len(),
-            if body.is_empty() { null() } else { body.as_ptr() },
+            if body.is_empty() {
+                null()
+            } else {
+                body.as_ptr()
+            },
             body.len(),
             serialized.as_ptr(),
             serialized.len(),
@@ -199,12 +245,27 @@ pub fn send_local_response(status_code: u32, headers: &[(&str, &str)], body: &[u
 
 /// Sets filter state readable as `%FILTER_STATE(wasm.<name>:PLAIN)%`.
 pub fn set_filter_state(name: &str, value: &[u8]) -> Result<(), Status> {
-    unsafe { status(proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len())) }
+    unsafe {
+        status(proxy_set_property(
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        ))
+    }
 }
 
 pub fn define_metric(kind: MetricKind, name: &str) -> Result<u32, Status> {
     let mut id = 0u32;
-    unsafe { status(proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id)).map(|()| id) }
+    unsafe {
+        status(proxy_define_metric(
+            kind as u32,
+            name.as_ptr(),
+            name.len(),
+            &mut id,
+        ))
+        .map(|()| id)
+    }
 }
 
 pub fn increment_metric(id: u32, by: i64) -> Result<(), Status> {
@@ -215,11 +276,43 @@ pub fn record_metric(id: u32, value: u64) -> Result<(), Status> {
     unsafe { status(proxy_record_metric(id, value)) }
 }
 
-/// Wall-clock time, nanoseconds since the Unix epoch.
-pub fn now_nanos() -> u64 {
+/// Wall-clock time, milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
     let mut t = 0u64;
     unsafe {
         let _ = proxy_get_current_time_nanoseconds(&mut t);
     }
-    t
+    t / 1_000_000
+}
+
+pub fn set_tick_period_ms(period: u32) -> Result<(), Status> {
+    unsafe { status(proxy_set_tick_period_milliseconds(period)) }
+}
+
+/// Envoy shared data (per process, scoped by `vm_id`) as the core's [`Store`].
+pub struct SharedData;
+
+impl Store for SharedData {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        let mut cas: u32 = 0;
+        unsafe {
+            match proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) {
+                0 => Ok(Some((owned(data, size), cas))),
+                NOT_FOUND => Ok(None),
+                code => Err(StoreError::Host(code)),
+            }
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+        unsafe {
+            match proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) {
+                0 => Ok(()),
+                CAS_MISMATCH => Err(StoreError::CasMismatch),
+                code => Err(StoreError::Host(code)),
+            }
+        }
+    }
 }

@@ -4,11 +4,13 @@
 mod host;
 mod metrics;
 
-use crate::config::Config;
+use crate::budget::{self, SessionHandle, SessionKey};
+use crate::config::{Config, FailMode};
 use crate::exchange::{self, Endpoint, Injection, Priced, ResponsePlan};
 use crate::meter::{Metered, ResponseMeter};
-use crate::money::format_usd;
-use host::{Buffer, Map};
+use crate::money::{format_usd, Micros};
+use crate::replies::{self, LocalReply};
+use host::{Buffer, Map, SharedData};
 use metrics::Metrics;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -20,16 +22,35 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
+/// Root tick: refreshes the gauges and sweeps idle sessions.
+const TICK_MS: u32 = 1000;
+/// Session slots each VM examines per tick for idle sessions.
+const SWEEP_BATCH: u32 = 256;
+
 /// What every stream of this VM shares.
 struct Shared {
     config: Config,
     metrics: RefCell<Metrics>,
 }
 
+impl Shared {
+    fn metrics(&self) -> std::cell::RefMut<'_, Metrics> {
+        self.metrics.borrow_mut()
+    }
+
+    /// Publishes the global window's state to the gauges.
+    fn publish_global(&self, state: &budget::GlobalState, now_ms: u64) {
+        let m = self.metrics();
+        m.breaker_open
+            .record(u64::from(state.open_for_ms(now_ms).is_some()));
+        m.global_window_spend
+            .record(state.spend_at(&self.config.global, now_ms));
+    }
+}
+
 #[derive(Default)]
 struct Root {
     shared: Option<Rc<Shared>>,
-    metrics: Option<Metrics>,
 }
 
 impl Context for Root {}
@@ -51,20 +72,35 @@ impl RootContext for Root {
             }
         };
         // Metric ids are per VM: define them once, keep them across reconfigures.
-        let metrics = match (self.metrics.take(), self.shared.take()) {
-            (Some(m), _) => m,
-            (None, Some(old)) => match Rc::try_unwrap(old) {
-                Ok(s) => s.metrics.into_inner(),
-                Err(_) => Metrics::define(),
-            },
-            (None, None) => Metrics::define(),
+        let metrics = match self.shared.take().map(Rc::try_unwrap) {
+            Some(Ok(old)) => old.metrics.into_inner(),
+            _ => Metrics::define(),
         };
         self.shared = Some(Rc::new(Shared {
             config,
             metrics: RefCell::new(metrics),
         }));
+        if let Err(e) = host::set_tick_period_ms(TICK_MS) {
+            log::warn!("cannot set the tick period (status {})", e.0);
+        }
         log::info!("configured");
         true
+    }
+
+    fn on_tick(&mut self) {
+        let Some(shared) = &self.shared else { return };
+        let now = host::now_ms();
+        if let Ok(state) = budget::read_global(&SharedData) {
+            shared.publish_global(&state, now);
+        }
+        match budget::sweep_idle(&SharedData, &shared.config.session, SWEEP_BATCH, now) {
+            Ok(0) => {}
+            Ok(dropped) => shared
+                .metrics()
+                .http_sessions_tracked
+                .shift(-i64::from(dropped)),
+            Err(e) => log::debug!("idle sweep: {e:?}"),
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -84,16 +120,34 @@ enum RequestBody {
     HoldForRewrite,
 }
 
+/// The HTTP session a request belongs to (`session.id_header`).
+struct HttpSession {
+    handle: SessionHandle,
+    /// Budget left when the call was admitted.
+    remaining: Micros,
+}
+
 struct Stream {
     shared: Rc<Shared>,
     endpoint: Endpoint,
     request_body: RequestBody,
     request_model: Option<String>,
+    session: Option<HttpSession>,
     meter: Option<ResponseMeter>,
     /// A successful response whose usage could not be read at all.
     unreadable: bool,
-    priced: Option<Priced>,
     finished: bool,
+}
+
+fn send_reply(reply: &LocalReply) {
+    let retry_after = reply.retry_after_s.map(|s| s.to_string());
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(r) = &retry_after {
+        headers.push(("retry-after", r.as_str()));
+    }
+    if let Err(e) = host::send_local_response(reply.status, &headers, reply.body.as_bytes()) {
+        log::warn!("cannot send the local reply (status {})", e.0);
+    }
 }
 
 impl Stream {
@@ -103,15 +157,130 @@ impl Stream {
             endpoint: Endpoint::Other,
             request_body: RequestBody::PassThrough,
             request_model: None,
+            session: None,
             meter: None,
             unreadable: false,
-            priced: None,
             finished: false,
         }
     }
 
-    fn metrics(&self) -> std::cell::RefMut<'_, Metrics> {
-        self.shared.metrics.borrow_mut()
+    fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Admission: the breaker, then the session's budget. `Err` holds the
+    /// reply that refuses the request.
+    fn admit(&mut self, now: u64) -> Result<(), LocalReply> {
+        match budget::read_global(&SharedData) {
+            Ok(state) => {
+                if let Some(open_ms) = state.open_for_ms(now) {
+                    self.shared.metrics().rejected_circuit_open.inc();
+                    self.shared.publish_global(&state, now);
+                    return Err(replies::circuit_open(budget::retry_after_s(open_ms)));
+                }
+            }
+            // Shared data unreadable: admit (fail open) and say so.
+            Err(e) => log::warn!("cannot read the global window: {e:?}"),
+        }
+
+        let session_cfg = &self.shared.config.session;
+        let value = host::get_header_bytes(Map::RequestHeaders, &session_cfg.id_header)
+            .ok()
+            .flatten();
+        let Some(value) = value else { return Ok(()) };
+        let key = SessionKey::from_header(&value, session_cfg.id_header_is_credential)
+            .map_err(|_| replies::invalid_session_id(&session_cfg.id_header))?;
+        let open = match budget::open_session(&SharedData, session_cfg, &key, now) {
+            Ok(o) => o,
+            Err(e) => {
+                log::warn!("cannot read session state: {e:?}");
+                return Ok(());
+            }
+        };
+        {
+            let m = self.shared.metrics();
+            if open.took_free_slot {
+                m.http_sessions_tracked.shift(1);
+            }
+            if open.evicted {
+                m.http_sessions_evicted.inc();
+            }
+        }
+        let _ = host::set_filter_state("costguard.session_id", key.display_id.as_bytes());
+        if open.state.is_over(session_cfg) {
+            self.shared.metrics().rejected_session_budget.inc();
+            let _ = host::set_filter_state(
+                "costguard.session_cost_usd",
+                format_usd(open.state.spend).as_bytes(),
+            );
+            return Err(replies::session_budget_exceeded(
+                open.state.spend,
+                session_cfg.budget,
+            ));
+        }
+        self.session = Some(HttpSession {
+            handle: open.handle,
+            remaining: session_cfg.budget.saturating_sub(open.state.spend),
+        });
+        Ok(())
+    }
+
+    /// Books a priced response: the session's spend, the global window.
+    fn book(&mut self, priced: &Priced) {
+        let now = host::now_ms();
+        self.shared.metrics().record_priced(priced);
+        let _ = host::set_filter_state("costguard.cost_usd", format_usd(priced.cost).as_bytes());
+        if let Some(session) = &self.session {
+            match budget::add_session_spend(&SharedData, &session.handle, priced.cost, now) {
+                Ok(added) if !added.lost => {
+                    let _ = host::set_filter_state(
+                        "costguard.session_cost_usd",
+                        format_usd(added.after.spend).as_bytes(),
+                    );
+                }
+                Ok(_) => log::warn!(
+                    "session {} was evicted before its spend was booked",
+                    session.handle.key.display_id
+                ),
+                Err(e) => log::warn!("cannot book session spend: {e:?}"),
+            }
+        }
+        match budget::add_global_spend(&SharedData, &self.config().global, priced.cost, now) {
+            Ok(added) => {
+                if added.tripped {
+                    self.shared.metrics().breaker_trips.inc();
+                    log::warn!(
+                        "circuit breaker open: ${} spent in this window (budget ${})",
+                        format_usd(added.state.window_spend),
+                        format_usd(self.config().global.budget)
+                    );
+                }
+                self.shared.publish_global(&added.state, now);
+            }
+            Err(e) => log::warn!("cannot book global spend: {e:?}"),
+        }
+    }
+
+    /// Usage that should have been there was not: count it, and with
+    /// `fail_mode: closed` treat the session as over budget.
+    fn usage_unavailable(&mut self, malformed: bool) {
+        {
+            let m = self.shared.metrics();
+            if malformed {
+                m.usage_parse_errors.inc();
+            } else {
+                m.usage_missing.inc();
+            }
+        }
+        if self.config().fail_mode == FailMode::Closed {
+            if let Some(session) = &self.session {
+                if let Err(e) =
+                    budget::mark_session_over(&SharedData, &session.handle, host::now_ms())
+                {
+                    log::warn!("cannot close the session: {e:?}");
+                }
+            }
+        }
     }
 
     /// Settles the response's usage once: at its end, or when the stream dies.
@@ -121,7 +290,7 @@ impl Stream {
         }
         self.finished = true;
         if self.unreadable {
-            self.metrics().usage_missing.inc();
+            self.usage_unavailable(false);
             return;
         }
         let Some(mut meter) = self.meter.take() else {
@@ -130,17 +299,15 @@ impl Stream {
         match meter.finish() {
             Metered::Usage { model, usage } => {
                 let priced = exchange::price(
-                    &self.shared.config.prices,
+                    &self.config().prices,
                     model.as_deref(),
                     self.request_model.as_deref(),
                     &usage,
                 );
-                self.metrics().record_priced(&priced);
-                let _ = host::set_filter_state("costguard.cost_usd", format_usd(priced.cost).as_bytes());
-                self.priced = Some(priced);
+                self.book(&priced);
             }
-            Metered::Missing => self.metrics().usage_missing.inc(),
-            Metered::Malformed => self.metrics().usage_parse_errors.inc(),
+            Metered::Missing => self.usage_unavailable(false),
+            Metered::Malformed => self.usage_unavailable(true),
         }
     }
 }
@@ -149,9 +316,17 @@ impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        self.metrics().requests.inc();
-        let path = host::get_header(Map::RequestHeaders, ":path").ok().flatten().unwrap_or_default();
+        self.shared.metrics().requests.inc();
+        let path = host::get_header(Map::RequestHeaders, ":path")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         self.endpoint = Endpoint::classify(&path);
+        if let Err(reply) = self.admit(host::now_ms()) {
+            self.finished = true;
+            send_reply(&reply);
+            return Action::Pause;
+        }
         if self.endpoint == Endpoint::Other {
             return Action::Continue;
         }
@@ -159,7 +334,7 @@ impl HttpContext for Stream {
         let _ = host::remove_header(Map::RequestHeaders, "accept-encoding");
 
         let wants_rewrite = self.endpoint == Endpoint::ChatCompletions
-            && self.shared.config.inject_stream_usage
+            && self.config().inject_stream_usage
             && !end_of_stream;
         if wants_rewrite {
             let length = host::get_header(Map::RequestHeaders, "content-length")
@@ -201,11 +376,25 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        if self.endpoint == Endpoint::Other {
+        if let Some(session) = &self.session {
+            let _ = host::set_header(
+                Map::ResponseHeaders,
+                "x-costguard-session-id",
+                &session.handle.key.display_id,
+            );
+            let _ = host::set_header(
+                Map::ResponseHeaders,
+                "x-costguard-session-remaining-usd",
+                &format_usd(session.remaining),
+            );
+        }
+        if self.endpoint == Endpoint::Other || self.finished {
             return Action::Continue;
         }
         let header = |name: &str| host::get_header(Map::ResponseHeaders, name).ok().flatten();
-        let status = header(":status").and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
+        let status = header(":status")
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(0);
         let plan = exchange::plan_response(
             self.endpoint,
             status,

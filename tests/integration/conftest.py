@@ -98,7 +98,8 @@ class Envoy:
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [str(ENVOY_BIN), "-c", str(self.config_path), "--concurrency", str(concurrency),
-             "--disable-hot-restart", "--log-level", "warn", "--component-log-level", "wasm:info"],
+             "--disable-hot-restart", "--file-flush-interval-msec", "100",
+             "--log-level", "warn", "--component-log-level", "wasm:info"],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
         )
         self.url = f"http://127.0.0.1:{self.port}"
