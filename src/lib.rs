@@ -11,9 +11,11 @@ pub mod json_scan;
 pub mod meter;
 pub mod money;
 pub mod pricing;
+pub mod realtime;
 pub mod replies;
 pub mod sse;
 pub mod usage;
+pub mod ws;
 
 #[cfg(target_arch = "wasm32")]
 mod adapter;

@@ -1,0 +1,966 @@
+//! A Realtime API WebSocket session: prices each `response.done`, warns at
+//! `warn_ratio`, closes with 1008 at the budget or the duration limit, and
+//! decides, chunk by chunk, what the bytes in each direction become.
+//!
+//! Edits happen only at frame boundaries. Server→client: injected events and
+//! the Close go right after the frame that crossed a threshold (or before the
+//! first frame after a limit), and nothing follows costguard's Close.
+//! Client→server: after costguard's Close only Close frames pass (the client's
+//! echo); a limit noticed on a client frame replaces that frame with a masked
+//! Close to the upstream, whose echoed Close is then rewritten into
+//! costguard's own code and reason.
+
+use crate::config::{FailMode, SessionConfig};
+use crate::json_scan::JsonScanner;
+use crate::meter::{DocumentFacts, CAPTURE_CAP, USAGE_PATHS};
+use crate::money::{format_usd, Micros};
+use crate::usage::Usage;
+use crate::ws::{
+    close_frame, encode_frame, unmask_into, FrameEvent, FrameHeader, FrameParser,
+    CLOSE_POLICY_VIOLATION, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_TEXT,
+};
+
+/// The largest server message read for usage (`response.done`); larger ones
+/// are counted as parse errors.
+pub const MAX_READ_MESSAGE: u64 = 1024 * 1024;
+/// How long the client has to answer costguard's Close before the stream is reset.
+pub const CLOSE_ANSWER_MS: u64 = 2_000;
+/// A session with no frame after its duration limit is reset this much later.
+pub const IDLE_RESET_GRACE_MS: u64 = 5_000;
+
+/// Event types whose content matters; every other message is skipped as
+/// soon as its `type` has been read.
+const READ_TYPES: [&str; 3] = ["response.done", "session.created", "session.updated"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    Budget,
+    Duration,
+    Breaker,
+}
+
+impl CloseReason {
+    pub fn text(self) -> &'static str {
+        match self {
+            CloseReason::Budget => "Budget exceeded",
+            CloseReason::Duration => "Session duration limit",
+            CloseReason::Breaker => "Circuit breaker open",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Open,
+    /// costguard sent a Close to the upstream; its echo is to be rewritten.
+    ClosingUpstream {
+        reason: CloseReason,
+        since_ms: u64,
+    },
+    /// costguard's Close went to the client: nothing more goes to it.
+    Closed {
+        reason: CloseReason,
+        since_ms: u64,
+    },
+}
+
+/// What happened, for stats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    Warned,
+    BudgetExceeded,
+    DurationExceeded,
+    BreakerClosed,
+    /// A `response.done` without usage.
+    UsageMissing,
+    /// Malformed usage, an oversized `response.done`, invalid or compressed frames.
+    ParseError,
+}
+
+/// What the session needs from its host.
+pub trait RealtimeEnv {
+    /// Books one response's usage (global window, stats); returns its cost.
+    fn book(&mut self, model: &str, usage: &Usage) -> Micros;
+    /// The breaker is open and `global.close_active_sessions` is set.
+    fn breaker_closes_sessions(&self) -> bool;
+    fn random_mask(&mut self) -> [u8; 4];
+    fn notice(&mut self, notice: Notice);
+}
+
+/// What becomes of a chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rewrite {
+    Keep,
+    Replace(Vec<u8>),
+}
+
+/// Builds the rewritten chunk lazily: untouched chunks are never copied.
+struct Edit<'a> {
+    chunk: &'a [u8],
+    out: Option<Vec<u8>>,
+    /// Chunk bytes before this position are decided (kept or dropped).
+    decided: usize,
+    drop_rest: bool,
+}
+
+impl<'a> Edit<'a> {
+    fn new(chunk: &'a [u8]) -> Self {
+        Edit {
+            chunk,
+            out: None,
+            decided: 0,
+            drop_rest: false,
+        }
+    }
+    fn out(&mut self) -> &mut Vec<u8> {
+        let decided = self.decided;
+        let chunk = self.chunk;
+        self.out
+            .get_or_insert_with(|| chunk.get(..decided).map(<[u8]>::to_vec).unwrap_or_default())
+    }
+    fn keep_until(&mut self, at: usize) {
+        if at <= self.decided {
+            return;
+        }
+        let part = self.chunk.get(self.decided..at).unwrap_or(&[]);
+        if let Some(out) = &mut self.out {
+            out.extend_from_slice(part);
+        }
+        self.decided = at;
+    }
+    fn drop_until(&mut self, at: usize) {
+        if at <= self.decided {
+            return;
+        }
+        self.out();
+        self.decided = at;
+    }
+    fn insert(&mut self, bytes: &[u8]) {
+        self.out().extend_from_slice(bytes);
+    }
+    fn finish(mut self) -> Rewrite {
+        if self.drop_rest {
+            let end = self.chunk.len();
+            self.drop_until(end);
+        } else {
+            let end = self.chunk.len();
+            self.keep_until(end);
+        }
+        match self.out {
+            None => Rewrite::Keep,
+            Some(out) => Rewrite::Replace(out),
+        }
+    }
+}
+
+/// Reads server→client text messages for the few events that matter.
+struct MessageReader {
+    scanner: JsonScanner,
+    /// A data message is in progress (no FIN yet).
+    in_message: bool,
+    /// The current frame is part of a data message.
+    data_frame: bool,
+    reading: bool,
+    bytes: u64,
+    oversized: bool,
+    unmasked: Vec<u8>,
+}
+
+/// What one complete server message said.
+struct MessageFacts {
+    facts: DocumentFacts,
+    oversized: bool,
+    complete: bool,
+}
+
+impl MessageReader {
+    fn new() -> Self {
+        MessageReader {
+            scanner: JsonScanner::new(USAGE_PATHS, CAPTURE_CAP),
+            in_message: false,
+            data_frame: false,
+            reading: false,
+            bytes: 0,
+            oversized: false,
+            unmasked: Vec::new(),
+        }
+    }
+
+    /// Returns true when the frame breaks the message rules (counted once by the caller).
+    fn start(&mut self, h: &FrameHeader) -> bool {
+        self.data_frame = !h.is_control();
+        match h.opcode {
+            OP_TEXT | OP_BINARY => {
+                let interrupted = self.in_message;
+                self.in_message = true;
+                self.scanner.reset();
+                self.reading = h.opcode == OP_TEXT && !h.is_compressed();
+                self.bytes = 0;
+                self.oversized = false;
+                interrupted || h.is_compressed()
+            }
+            OP_CONTINUATION => !self.in_message,
+            _ => false,
+        }
+    }
+
+    fn payload(&mut self, h: &FrameHeader, data: &[u8], offset: u64) {
+        if !self.data_frame || !self.reading {
+            return;
+        }
+        self.bytes += data.len() as u64;
+        if self.bytes > MAX_READ_MESSAGE {
+            self.oversized = true;
+            self.reading = false;
+            return;
+        }
+        if h.mask.is_some() {
+            self.unmasked.clear();
+            unmask_into(data, h.mask, offset, &mut self.unmasked);
+            self.scanner.feed(&self.unmasked);
+        } else {
+            self.scanner.feed(data);
+        }
+        if let Some(t) = DocumentFacts::from_scanner(&self.scanner).event_type {
+            if !READ_TYPES.contains(&t.as_str()) {
+                self.reading = false; // not needed: skip the rest unread
+            }
+        }
+    }
+
+    /// At a frame's end: the facts of the message it completed, if it is one worth reading.
+    fn end(&mut self, h: &FrameHeader) -> Option<MessageFacts> {
+        if !self.data_frame || !h.fin || !self.in_message {
+            return None;
+        }
+        self.in_message = false;
+        let complete = self.scanner.finish().is_ok();
+        let facts = DocumentFacts::from_scanner(&self.scanner);
+        let wanted = facts
+            .event_type
+            .as_deref()
+            .is_some_and(|t| READ_TYPES.contains(&t));
+        (wanted && (self.reading || self.oversized)).then_some(MessageFacts {
+            facts,
+            oversized: self.oversized,
+            complete,
+        })
+    }
+}
+
+pub struct RealtimeSession {
+    pub id: String,
+    pub model: String,
+    pub spend: Micros,
+    pub warned: bool,
+    pub started_ms: u64,
+    pub phase: Phase,
+    /// The client answered costguard's Close.
+    pub client_answered: bool,
+    server: FrameParser,
+    reader: MessageReader,
+    client: FrameParser,
+    /// The frame in progress in each direction is being dropped.
+    server_dropping: bool,
+    client_dropping: bool,
+    parse_error_counted: bool,
+}
+
+/// `{"type":"budget_warning",…}`, money as JSON numbers in USD.
+pub fn budget_warning_event(session_id: &str, spend: Micros, budget: Micros) -> String {
+    format!(
+        r#"{{"type":"budget_warning","session_id":{},"session_cost_usd":{},"budget_usd":{},"remaining_usd":{}}}"#,
+        serde_json::Value::String(session_id.to_string()),
+        format_usd(spend),
+        format_usd(budget),
+        format_usd(budget.saturating_sub(spend))
+    )
+}
+
+pub fn budget_exceeded_event(session_id: &str, spend: Micros, budget: Micros) -> String {
+    format!(
+        r#"{{"type":"budget_exceeded","session_id":{},"session_cost_usd":{},"budget_usd":{}}}"#,
+        serde_json::Value::String(session_id.to_string()),
+        format_usd(spend),
+        format_usd(budget)
+    )
+}
+
+/// A random UUID v4 from 16 random bytes.
+pub fn uuid_v4(mut b: [u8; 16]) -> String {
+    b[6] = (b[6] & 0x0F) | 0x40;
+    b[8] = (b[8] & 0x3F) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        hex.get(0..8).unwrap_or(""),
+        hex.get(8..12).unwrap_or(""),
+        hex.get(12..16).unwrap_or(""),
+        hex.get(16..20).unwrap_or(""),
+        hex.get(20..32).unwrap_or("")
+    )
+}
+
+/// The `model` query parameter of an upgrade path.
+pub fn model_from_path(path: &str) -> Option<String> {
+    let query = path.split_once('?')?.1;
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == "model" && !v.is_empty()).then(|| v.to_string())
+    })
+}
+
+impl RealtimeSession {
+    pub fn new(id: String, model: String, started_ms: u64) -> Self {
+        RealtimeSession {
+            id,
+            model,
+            spend: 0,
+            warned: false,
+            started_ms,
+            phase: Phase::Open,
+            client_answered: false,
+            server: FrameParser::new(),
+            reader: MessageReader::new(),
+            client: FrameParser::new(),
+            server_dropping: false,
+            client_dropping: false,
+            parse_error_counted: false,
+        }
+    }
+
+    fn duration_over(&self, cfg: &SessionConfig, now_ms: u64) -> bool {
+        now_ms >= self.started_ms + cfg.max_duration_s.saturating_mul(1000)
+    }
+
+    /// When the stream must be reset if it still exists: the client's time
+    /// to answer a Close, or the idle limit past the duration.
+    pub fn reset_deadline_ms(&self, cfg: &SessionConfig) -> u64 {
+        match self.phase {
+            Phase::Open => {
+                self.started_ms + cfg.max_duration_s.saturating_mul(1000) + IDLE_RESET_GRACE_MS
+            }
+            Phase::ClosingUpstream { since_ms, .. } | Phase::Closed { since_ms, .. } => {
+                since_ms + CLOSE_ANSWER_MS
+            }
+        }
+    }
+
+    fn parse_error(&mut self, env: &mut dyn RealtimeEnv) {
+        if !self.parse_error_counted {
+            self.parse_error_counted = true;
+            env.notice(Notice::ParseError);
+        }
+    }
+
+    /// A limit other than the budget applies now, if any.
+    fn limit_now(
+        &self,
+        cfg: &SessionConfig,
+        now_ms: u64,
+        env: &dyn RealtimeEnv,
+    ) -> Option<CloseReason> {
+        if self.duration_over(cfg, now_ms) {
+            Some(CloseReason::Duration)
+        } else if env.breaker_closes_sessions() {
+            Some(CloseReason::Breaker)
+        } else {
+            None
+        }
+    }
+
+    fn notice_close(reason: CloseReason, env: &mut dyn RealtimeEnv) {
+        env.notice(match reason {
+            CloseReason::Budget => Notice::BudgetExceeded,
+            CloseReason::Duration => Notice::DurationExceeded,
+            CloseReason::Breaker => Notice::BreakerClosed,
+        });
+    }
+
+    /// Server→client bytes.
+    pub fn server_chunk(
+        &mut self,
+        chunk: &[u8],
+        cfg: &SessionConfig,
+        fail_mode: FailMode,
+        now_ms: u64,
+        env: &mut dyn RealtimeEnv,
+    ) -> Rewrite {
+        if matches!(self.phase, Phase::Closed { .. }) {
+            return if chunk.is_empty() {
+                Rewrite::Keep
+            } else {
+                Rewrite::Replace(Vec::new())
+            };
+        }
+        if self.server.failed() {
+            return Rewrite::Keep;
+        }
+        let mut edit = Edit::new(chunk);
+        let mut parser = std::mem::take(&mut self.server);
+        parser.feed(chunk, |event| match event {
+            FrameEvent::Start { header, at } => {
+                if let Some(p) = at {
+                    if let Phase::ClosingUpstream { reason, .. } = self.phase {
+                        edit.keep_until(p);
+                        if header.opcode == OP_CLOSE {
+                            // The upstream's echo becomes costguard's own Close.
+                            edit.insert(&close_frame(CLOSE_POLICY_VIOLATION, reason.text(), None));
+                            edit.drop_rest = true;
+                            self.phase = Phase::Closed {
+                                reason,
+                                since_ms: now_ms,
+                            };
+                            return false;
+                        }
+                        self.server_dropping = true;
+                    } else if let Some(reason) = self.limit_now(cfg, now_ms, env) {
+                        edit.keep_until(p);
+                        edit.insert(&close_frame(CLOSE_POLICY_VIOLATION, reason.text(), None));
+                        edit.drop_rest = true;
+                        self.phase = Phase::Closed {
+                            reason,
+                            since_ms: now_ms,
+                        };
+                        Self::notice_close(reason, env);
+                        return false;
+                    }
+                }
+                if self.reader.start(&header) {
+                    self.parse_error(env);
+                }
+                true
+            }
+            FrameEvent::Payload {
+                header,
+                data,
+                offset,
+            } => {
+                self.reader.payload(&header, data, offset);
+                true
+            }
+            FrameEvent::End { header, at } => {
+                if std::mem::replace(&mut self.server_dropping, false) {
+                    edit.drop_until(at);
+                    return true;
+                }
+                let Some(msg) = self.reader.end(&header) else {
+                    return true;
+                };
+                self.on_message(msg, at, &mut edit, cfg, fail_mode, now_ms, env)
+            }
+            FrameEvent::Error(_) => {
+                self.parse_error(env);
+                false
+            }
+        });
+        self.server = parser;
+        edit.finish()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_message(
+        &mut self,
+        msg: MessageFacts,
+        at: usize,
+        edit: &mut Edit<'_>,
+        cfg: &SessionConfig,
+        fail_mode: FailMode,
+        now_ms: u64,
+        env: &mut dyn RealtimeEnv,
+    ) -> bool {
+        let event_type = msg.facts.event_type.as_deref().unwrap_or("");
+        if event_type != "response.done" {
+            if let Some(model) = msg.facts.model {
+                self.model = model;
+            }
+            return true;
+        }
+        let over = match (&msg.facts.usage, msg.oversized) {
+            (Some(Ok(usage)), false) => {
+                let cost = env.book(&self.model, usage);
+                self.spend = self.spend.saturating_add(cost);
+                cfg.reaches_budget(self.spend)
+            }
+            (usage, oversized) => {
+                let malformed = oversized || matches!(usage, Some(Err(_))) || !msg.complete;
+                env.notice(if malformed {
+                    Notice::ParseError
+                } else {
+                    Notice::UsageMissing
+                });
+                fail_mode == FailMode::Closed
+            }
+        };
+        if !self.warned && (cfg.reaches_warning(self.spend) || over) {
+            self.warned = true;
+            edit.keep_until(at);
+            let event = budget_warning_event(&self.id, self.spend, cfg.budget);
+            edit.insert(&encode_frame(OP_TEXT, event.as_bytes(), None));
+            env.notice(Notice::Warned);
+        }
+        if over {
+            edit.keep_until(at);
+            let event = budget_exceeded_event(&self.id, self.spend, cfg.budget);
+            edit.insert(&encode_frame(OP_TEXT, event.as_bytes(), None));
+            edit.insert(&close_frame(
+                CLOSE_POLICY_VIOLATION,
+                CloseReason::Budget.text(),
+                None,
+            ));
+            edit.drop_rest = true;
+            self.phase = Phase::Closed {
+                reason: CloseReason::Budget,
+                since_ms: now_ms,
+            };
+            env.notice(Notice::BudgetExceeded);
+            return false;
+        }
+        true
+    }
+
+    /// Client→server bytes.
+    pub fn client_chunk(
+        &mut self,
+        chunk: &[u8],
+        cfg: &SessionConfig,
+        now_ms: u64,
+        env: &mut dyn RealtimeEnv,
+    ) -> Rewrite {
+        if matches!(self.phase, Phase::ClosingUpstream { .. }) {
+            return if chunk.is_empty() {
+                Rewrite::Keep
+            } else {
+                Rewrite::Replace(Vec::new())
+            };
+        }
+        if self.client.failed() {
+            return Rewrite::Keep;
+        }
+        let mut edit = Edit::new(chunk);
+        let mut parser = std::mem::take(&mut self.client);
+        parser.feed(chunk, |event| match event {
+            FrameEvent::Start { header, at } => {
+                let Some(p) = at else { return true };
+                if matches!(self.phase, Phase::Closed { .. }) {
+                    if header.opcode == OP_CLOSE {
+                        self.client_answered = true;
+                    } else {
+                        // After costguard's Close only the client's Close goes on.
+                        edit.keep_until(p);
+                        self.client_dropping = true;
+                    }
+                    return true;
+                }
+                if let Some(reason) = self.limit_now(cfg, now_ms, env) {
+                    edit.keep_until(p);
+                    edit.insert(&close_frame(
+                        CLOSE_POLICY_VIOLATION,
+                        reason.text(),
+                        Some(env.random_mask()),
+                    ));
+                    edit.drop_rest = true;
+                    self.phase = Phase::ClosingUpstream {
+                        reason,
+                        since_ms: now_ms,
+                    };
+                    Self::notice_close(reason, env);
+                    return false;
+                }
+                true
+            }
+            FrameEvent::End { at, .. } => {
+                if std::mem::replace(&mut self.client_dropping, false) {
+                    edit.drop_until(at);
+                }
+                true
+            }
+            FrameEvent::Payload { .. } => true,
+            FrameEvent::Error(_) => {
+                self.parse_error(env);
+                false
+            }
+        });
+        self.client = parser;
+        edit.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::pricing::cost_micros;
+    use crate::ws::OP_PING;
+
+    struct Env {
+        config: Config,
+        notices: Vec<Notice>,
+        breaker: bool,
+    }
+
+    impl RealtimeEnv for Env {
+        fn book(&mut self, model: &str, usage: &Usage) -> Micros {
+            cost_micros(usage, self.config.prices.lookup(model).prices())
+        }
+        fn breaker_closes_sessions(&self) -> bool {
+            self.breaker
+        }
+        fn random_mask(&mut self) -> [u8; 4] {
+            [1, 2, 3, 4]
+        }
+        fn notice(&mut self, n: Notice) {
+            self.notices.push(n);
+        }
+    }
+
+    const SEED: &str = r#"{"pricing":{"gpt-realtime":{"input":100,"output":200}}}"#;
+
+    fn env(json: &str) -> Env {
+        Env {
+            config: Config::parse(json.as_bytes()).unwrap(),
+            notices: vec![],
+            breaker: false,
+        }
+    }
+
+    fn text(s: &str) -> Vec<u8> {
+        encode_frame(OP_TEXT, s.as_bytes(), None)
+    }
+
+    /// `response.done` costing `input`/`output` tokens.
+    fn done(input: u64, output: u64) -> Vec<u8> {
+        text(&format!(
+            r#"{{"type":"response.done","response":{{"id":"r","status":"completed","output":[{{"transcript":"usage"}}],"usage":{{"total_tokens":{},"input_tokens":{input},"output_tokens":{output},"input_token_details":{{"text_tokens":{input},"audio_tokens":0,"cached_tokens":0}},"output_token_details":{{"text_tokens":{output},"audio_tokens":0}}}}}}}}"#,
+            input + output
+        ))
+    }
+
+    fn audio_delta(n: usize) -> Vec<u8> {
+        text(&format!(
+            r#"{{"type":"response.output_audio.delta","delta":"{}"}}"#,
+            "A".repeat(n)
+        ))
+    }
+
+    /// Parses what the client received: (opcode, payload) per frame.
+    fn frames(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut p = FrameParser::new();
+        let mut out: Vec<(u8, Vec<u8>)> = vec![];
+        p.feed(bytes, |e| {
+            match e {
+                FrameEvent::Start { header, .. } => out.push((header.opcode, vec![])),
+                FrameEvent::Payload {
+                    header,
+                    data,
+                    offset,
+                } => {
+                    if let Some(last) = out.last_mut() {
+                        unmask_into(data, header.mask, offset, &mut last.1);
+                    }
+                }
+                _ => {}
+            }
+            true
+        });
+        out
+    }
+
+    fn apply(r: Rewrite, chunk: &[u8]) -> Vec<u8> {
+        match r {
+            Rewrite::Keep => chunk.to_vec(),
+            Rewrite::Replace(v) => v,
+        }
+    }
+
+    fn feed_server(
+        s: &mut RealtimeSession,
+        e: &mut Env,
+        stream: &[u8],
+        splits: &[usize],
+        now: u64,
+    ) -> Vec<u8> {
+        let mut out = vec![];
+        let mut last = 0;
+        let mut bounds = splits.to_vec();
+        bounds.push(stream.len());
+        for b in bounds {
+            let chunk = &stream[last..b];
+            let cfg = e.config.session.clone();
+            let fm = e.config.fail_mode;
+            out.extend(apply(s.server_chunk(chunk, &cfg, fm, now, e), chunk));
+            last = b;
+        }
+        out
+    }
+
+    #[test]
+    fn seed_flow_warns_then_closes_at_the_budget() {
+        let mut e = env(SEED);
+        let mut s = RealtimeSession::new("sess-1".into(), "gpt-realtime".into(), 0);
+        let mut stream = text(r#"{"type":"session.created","session":{"model":"gpt-realtime"}}"#);
+        // $2.10 each: 5k in × $100 + 8k out × $200 = 0.5 + 1.6.
+        for _ in 0..3 {
+            stream.extend(audio_delta(150_000));
+            stream.extend(done(5_000, 8_000));
+        }
+        stream.extend(audio_delta(10)); // after the Close: dropped
+        let split_points: Vec<usize> = (1..stream.len()).step_by(4099).collect();
+        let out = feed_server(&mut s, &mut e, &stream, &split_points, 1_000);
+        let got = frames(&out);
+        let texts: Vec<String> = got
+            .iter()
+            .filter(|(op, _)| *op == OP_TEXT)
+            .map(|(_, p)| String::from_utf8_lossy(p).chars().take(40).collect())
+            .collect();
+        assert_eq!(texts.len(), 1 + 3 * 2 + 2);
+        assert_eq!(
+            String::from_utf8_lossy(&got[5].1),
+            r#"{"type":"budget_warning","session_id":"sess-1","session_cost_usd":4.2,"budget_usd":5,"remaining_usd":0.8}"#
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&got[8].1),
+            r#"{"type":"budget_exceeded","session_id":"sess-1","session_cost_usd":6.3,"budget_usd":5}"#
+        );
+        assert_eq!(got[9].0, OP_CLOSE);
+        assert_eq!(got[9].1, [&[0x03, 0xF0][..], b"Budget exceeded"].concat());
+        assert_eq!(got.len(), 10, "nothing after the Close");
+        assert_eq!(s.spend, 6_300_000);
+        assert_eq!(e.notices, vec![Notice::Warned, Notice::BudgetExceeded]);
+        assert!(matches!(
+            s.phase,
+            Phase::Closed {
+                reason: CloseReason::Budget,
+                ..
+            }
+        ));
+        // Later server bytes are dropped whole.
+        assert_eq!(
+            s.server_chunk(
+                &done(1, 1),
+                &e.config.session.clone(),
+                FailMode::Open,
+                2_000,
+                &mut e
+            ),
+            Rewrite::Replace(vec![])
+        );
+    }
+
+    #[test]
+    fn same_result_at_every_split() {
+        let mut stream = text(r#"{"type":"session.updated","session":{"model":"gpt-realtime"}}"#);
+        stream.extend(done(5_000, 8_000));
+        stream.extend(encode_frame(OP_PING, b"", None));
+        stream.extend(done(5_000, 8_000));
+        stream.extend(done(5_000, 8_000));
+        let mut want: Option<Vec<u8>> = None;
+        for split in 0..stream.len() {
+            let mut e = env(SEED);
+            let mut s = RealtimeSession::new("x".into(), "other".into(), 0);
+            let out = feed_server(&mut s, &mut e, &stream, &[split], 0);
+            assert_eq!(s.spend, 6_300_000, "split {split}");
+            match &want {
+                None => want = Some(out),
+                Some(w) => assert_eq!(&out, w, "split {split}"),
+            }
+        }
+    }
+
+    #[test]
+    fn realtime_seed_example_is_exact() {
+        let mut e = env(SEED);
+        let mut s = RealtimeSession::new("x".into(), "gpt-realtime".into(), 0);
+        feed_server(&mut s, &mut e, &done(25_000, 50_000), &[], 0);
+        assert_eq!(s.spend, 12_500_000);
+    }
+
+    #[test]
+    fn model_comes_from_session_events() {
+        let mut e = env(
+            r#"{"pricing":{"cheap":{"input":1,"output":1},"dear":{"input":100,"output":100}}}"#,
+        );
+        let mut s = RealtimeSession::new("x".into(), "cheap".into(), 0);
+        let mut stream = text(r#"{"type":"session.created","session":{"model":"dear"}}"#);
+        stream.extend(done(10_000, 0));
+        feed_server(&mut s, &mut e, &stream, &[7], 0);
+        assert_eq!(s.model, "dear");
+        assert_eq!(s.spend, 1_000_000);
+    }
+
+    #[test]
+    fn duration_limit_from_a_server_frame() {
+        let mut e = env(r#"{"session":{"max_duration_s":2}}"#);
+        let mut s = RealtimeSession::new("x".into(), "gpt-realtime".into(), 0);
+        let before = audio_delta(5);
+        assert_eq!(feed_server(&mut s, &mut e, &before, &[], 1_999), before);
+        let out = feed_server(&mut s, &mut e, &audio_delta(5), &[], 2_000);
+        assert_eq!(
+            frames(&out),
+            vec![(
+                OP_CLOSE,
+                [&[0x03, 0xF0][..], b"Session duration limit"].concat()
+            )]
+        );
+        assert_eq!(e.notices, vec![Notice::DurationExceeded]);
+        assert_eq!(
+            s.reset_deadline_ms(&e.config.session),
+            2_000 + CLOSE_ANSWER_MS
+        );
+    }
+
+    #[test]
+    fn duration_limit_from_a_client_frame_rewrites_the_upstream_echo() {
+        let mut e = env(r#"{"session":{"max_duration_s":2}}"#);
+        let cfg = e.config.session.clone();
+        let mut s = RealtimeSession::new("x".into(), "gpt-realtime".into(), 0);
+        let client_frame = encode_frame(
+            OP_TEXT,
+            br#"{"type":"input_audio_buffer.append","audio":"AAAA"}"#,
+            Some([5, 6, 7, 8]),
+        );
+        assert_eq!(
+            s.client_chunk(&client_frame, &cfg, 1_000, &mut e),
+            Rewrite::Keep
+        );
+        let Rewrite::Replace(to_upstream) = s.client_chunk(&client_frame, &cfg, 2_500, &mut e)
+        else {
+            panic!()
+        };
+        let f = frames(&to_upstream);
+        assert_eq!(
+            f,
+            vec![(
+                OP_CLOSE,
+                [&[0x03, 0xF0][..], b"Session duration limit"].concat()
+            )]
+        );
+        assert_eq!(to_upstream[1] & 0x80, 0x80, "masked towards the upstream");
+        // More client bytes are dropped; the upstream's audio and echo are rewritten.
+        assert_eq!(
+            s.client_chunk(&client_frame, &cfg, 2_600, &mut e),
+            Rewrite::Replace(vec![])
+        );
+        let mut from_upstream = audio_delta(100);
+        from_upstream.extend(close_frame(1000, "", None));
+        let out = feed_server(&mut s, &mut e, &from_upstream, &[], 2_700);
+        assert_eq!(
+            frames(&out),
+            vec![(
+                OP_CLOSE,
+                [&[0x03, 0xF0][..], b"Session duration limit"].concat()
+            )]
+        );
+        assert_eq!(e.notices, vec![Notice::DurationExceeded]);
+        assert!(matches!(
+            s.phase,
+            Phase::Closed {
+                reason: CloseReason::Duration,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn after_the_close_only_the_clients_close_goes_upstream() {
+        let mut e = env(SEED);
+        let cfg = e.config.session.clone();
+        let mut s = RealtimeSession::new("x".into(), "gpt-realtime".into(), 0);
+        feed_server(&mut s, &mut e, &done(50_000, 0), &[], 0); // $5.00: over
+        assert!(matches!(s.phase, Phase::Closed { .. }));
+        let mut client = encode_frame(
+            OP_TEXT,
+            br#"{"type":"response.create"}"#,
+            Some([1, 1, 1, 1]),
+        );
+        let echo = close_frame(1008, "Budget exceeded", Some([2, 2, 2, 2]));
+        client.extend(&echo);
+        assert_eq!(
+            s.client_chunk(&client, &cfg, 10, &mut e),
+            Rewrite::Replace(echo)
+        );
+        assert!(s.client_answered);
+    }
+
+    #[test]
+    fn breaker_with_close_active_sessions() {
+        let mut e = env(SEED);
+        e.breaker = true;
+        let mut s = RealtimeSession::new("x".into(), "gpt-realtime".into(), 0);
+        let out = feed_server(&mut s, &mut e, &audio_delta(3), &[], 0);
+        assert_eq!(
+            frames(&out),
+            vec![(
+                OP_CLOSE,
+                [&[0x03, 0xF0][..], b"Circuit breaker open"].concat()
+            )]
+        );
+        assert_eq!(e.notices, vec![Notice::BreakerClosed]);
+    }
+
+    #[test]
+    fn missing_or_malformed_usage_and_fail_modes() {
+        let no_usage =
+            text(r#"{"type":"response.done","response":{"status":"cancelled","usage":null}}"#);
+        let mut e = env("{}");
+        let mut s = RealtimeSession::new("x".into(), "gpt-realtime".into(), 0);
+        assert_eq!(feed_server(&mut s, &mut e, &no_usage, &[], 0), no_usage);
+        assert_eq!(e.notices, vec![Notice::UsageMissing]);
+
+        let mut e = env(r#"{"fail_mode":"closed"}"#);
+        let mut s = RealtimeSession::new("x".into(), "gpt-realtime".into(), 0);
+        let out = feed_server(&mut s, &mut e, &no_usage, &[], 0);
+        assert_eq!(frames(&out).last().map(|f| f.0), Some(OP_CLOSE));
+        assert_eq!(
+            e.notices,
+            vec![Notice::UsageMissing, Notice::Warned, Notice::BudgetExceeded]
+        );
+
+        let bad = text(r#"{"type":"response.done","response":{"usage":{"input_tokens":-3}}}"#);
+        let mut e = env("{}");
+        let mut s = RealtimeSession::new("x".into(), "gpt-realtime".into(), 0);
+        feed_server(&mut s, &mut e, &bad, &[], 0);
+        assert_eq!(e.notices, vec![Notice::ParseError]);
+    }
+
+    #[test]
+    fn oversized_response_done_is_a_parse_error_and_large_audio_is_skipped() {
+        let big = text(&format!(
+            r#"{{"type":"response.done","response":{{"output":"{}","usage":{{"input_tokens":1}}}}}}"#,
+            "x".repeat(MAX_READ_MESSAGE as usize)
+        ));
+        let mut e = env("{}");
+        let mut s = RealtimeSession::new("x".into(), "gpt-realtime".into(), 0);
+        feed_server(&mut s, &mut e, &big, &[100_000], 0);
+        assert_eq!(e.notices, vec![Notice::ParseError]);
+        // A 2 MiB audio delta is not a parse error: it is skipped after its type.
+        let mut e = env("{}");
+        feed_server(&mut s, &mut e, &audio_delta(2 << 20), &[], 0);
+        assert!(e.notices.is_empty());
+    }
+
+    #[test]
+    fn invalid_or_compressed_frames_count_once_and_pass() {
+        let mut e = env("{}");
+        let mut s = RealtimeSession::new("x".into(), "gpt-realtime".into(), 0);
+        let mut compressed = text("xyz");
+        compressed[0] |= 0x40;
+        assert_eq!(feed_server(&mut s, &mut e, &compressed, &[], 0), compressed);
+        let mut huge = vec![0x82, 127];
+        huge.extend_from_slice(&u64::MAX.to_be_bytes());
+        assert_eq!(feed_server(&mut s, &mut e, &huge, &[], 0), huge);
+        assert_eq!(e.notices, vec![Notice::ParseError]);
+    }
+
+    #[test]
+    fn uuid_and_query_model() {
+        let id = uuid_v4([0xFF; 16]);
+        assert_eq!(id, "ffffffff-ffff-4fff-bfff-ffffffffffff");
+        assert_eq!(
+            model_from_path("/v1/realtime?model=gpt-realtime&x=1").as_deref(),
+            Some("gpt-realtime")
+        );
+        assert_eq!(model_from_path("/v1/realtime"), None);
+        assert_eq!(model_from_path("/v1/realtime?model="), None);
+    }
+}
