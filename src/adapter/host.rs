@@ -96,6 +96,8 @@ extern "C" {
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
+    fn proxy_close_stream(stream_type: u32) -> u32;
     fn proxy_get_shared_data(
         key_data: *const u8,
         key_size: usize,
@@ -287,6 +289,32 @@ pub fn now_ms() -> u64 {
 
 pub fn set_tick_period_ms(period: u32) -> Result<(), Status> {
     unsafe { status(proxy_set_tick_period_milliseconds(period)) }
+}
+
+/// Makes `context_id` (a stream of this VM) the target of the next calls,
+/// from the root context's tick.
+pub fn set_effective_context(context_id: u32) -> Result<(), Status> {
+    unsafe { status(proxy_set_effective_context(context_id)) }
+}
+
+/// Resets the current (effective) HTTP stream.
+pub fn reset_stream() -> Result<(), Status> {
+    const HTTP_REQUEST: u32 = 0;
+    unsafe { status(proxy_close_stream(HTTP_REQUEST)) }
+}
+
+#[link(wasm_import_module = "wasi_snapshot_preview1")]
+extern "C" {
+    fn random_get(buf: *mut u8, buf_len: usize) -> u16;
+}
+
+/// Cryptographic randomness from the host (WASI `random_get`).
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    unsafe {
+        let _ = random_get(buf.as_mut_ptr(), N);
+    }
+    buf
 }
 
 /// Envoy shared data (per process, scoped by `vm_id`) as the core's [`Store`].

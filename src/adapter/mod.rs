@@ -9,12 +9,15 @@ use crate::config::{Config, FailMode};
 use crate::exchange::{self, Endpoint, Injection, Priced, ResponsePlan};
 use crate::meter::{Metered, ResponseMeter};
 use crate::money::{format_usd, Micros};
+use crate::realtime::{self, Notice, Phase, RealtimeEnv, RealtimeSession, Rewrite};
 use crate::replies::{self, LocalReply};
+use crate::usage::Usage;
+use hashbrown::HashMap;
 use host::{Buffer, Map, SharedData};
 use metrics::Metrics;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 proxy_wasm::main! {{
@@ -27,10 +30,22 @@ const TICK_MS: u32 = 1000;
 /// Session slots each VM examines per tick for idle sessions.
 const SWEEP_BATCH: u32 = 256;
 
+/// When the root tick must reset a Realtime stream of this VM.
+#[derive(Clone, Copy)]
+struct ResetDeadline {
+    at_ms: u64,
+    /// Still open: a reset then ends an idle session past its duration limit.
+    idle_past_limit: bool,
+}
+
 /// What every stream of this VM shares.
 struct Shared {
     config: Config,
     metrics: RefCell<Metrics>,
+    /// The breaker is open until then (as last seen by this VM).
+    breaker_open_until_ms: Cell<u64>,
+    /// Realtime streams by context id.
+    realtime_deadlines: RefCell<HashMap<u32, ResetDeadline>>,
 }
 
 impl Shared {
@@ -40,11 +55,91 @@ impl Shared {
 
     /// Publishes the global window's state to the gauges.
     fn publish_global(&self, state: &budget::GlobalState, now_ms: u64) {
+        self.breaker_open_until_ms.set(state.open_until_ms);
         let m = self.metrics();
         m.breaker_open
             .record(u64::from(state.open_for_ms(now_ms).is_some()));
         m.global_window_spend
             .record(state.spend_at(&self.config.global, now_ms));
+    }
+
+    /// Books a priced response into the stats and the global window.
+    fn book_global(&self, priced: &Priced, now_ms: u64) {
+        self.metrics().record_priced(priced);
+        match budget::add_global_spend(&SharedData, &self.config.global, priced.cost, now_ms) {
+            Ok(added) => {
+                if added.tripped {
+                    self.metrics().breaker_trips.inc();
+                    log::warn!(
+                        "circuit breaker open: ${} spent in this window (budget ${})",
+                        format_usd(added.state.window_spend),
+                        format_usd(self.config.global.budget)
+                    );
+                }
+                self.publish_global(&added.state, now_ms);
+            }
+            Err(e) => log::warn!("cannot book global spend: {e:?}"),
+        }
+    }
+
+    /// Resets the Realtime streams whose deadline has passed.
+    fn reset_overdue_streams(&self, now_ms: u64) {
+        let overdue: Vec<(u32, ResetDeadline)> = match self.realtime_deadlines.try_borrow_mut() {
+            Ok(mut map) => {
+                let due: Vec<(u32, ResetDeadline)> = map
+                    .iter()
+                    .filter(|(_, d)| d.at_ms <= now_ms)
+                    .map(|(id, d)| (*id, *d))
+                    .collect();
+                for (id, _) in &due {
+                    map.remove(id);
+                }
+                due
+            }
+            Err(_) => return,
+        };
+        // No borrow is held here: a reset may run the stream's on_log at once.
+        for (context_id, deadline) in overdue {
+            if deadline.idle_past_limit {
+                self.metrics().sessions_duration_exceeded.inc();
+            }
+            let reset = host::set_effective_context(context_id).and_then(|()| host::reset_stream());
+            if let Err(e) = reset {
+                log::debug!("cannot reset stream {context_id}: status {}", e.0);
+            }
+        }
+    }
+}
+
+/// The host side of a Realtime session's needs.
+struct RealtimeHost<'a> {
+    shared: &'a Shared,
+    now_ms: u64,
+}
+
+impl RealtimeEnv for RealtimeHost<'_> {
+    fn book(&mut self, model: &str, usage: &Usage) -> Micros {
+        let priced = exchange::price(&self.shared.config.prices, Some(model), None, usage);
+        self.shared.book_global(&priced, self.now_ms);
+        priced.cost
+    }
+    fn breaker_closes_sessions(&self) -> bool {
+        self.shared.config.global.close_active_sessions
+            && self.shared.breaker_open_until_ms.get() > self.now_ms
+    }
+    fn random_mask(&mut self) -> [u8; 4] {
+        host::random_bytes()
+    }
+    fn notice(&mut self, notice: Notice) {
+        let m = self.shared.metrics();
+        match notice {
+            Notice::Warned => m.sessions_warned.inc(),
+            Notice::BudgetExceeded => m.sessions_budget_exceeded.inc(),
+            Notice::DurationExceeded => m.sessions_duration_exceeded.inc(),
+            Notice::BreakerClosed => {}
+            Notice::UsageMissing => m.usage_missing.inc(),
+            Notice::ParseError => m.usage_parse_errors.inc(),
+        }
     }
 }
 
@@ -79,6 +174,8 @@ impl RootContext for Root {
         self.shared = Some(Rc::new(Shared {
             config,
             metrics: RefCell::new(metrics),
+            breaker_open_until_ms: Cell::new(0),
+            realtime_deadlines: RefCell::new(HashMap::new()),
         }));
         if let Err(e) = host::set_tick_period_ms(TICK_MS) {
             log::warn!("cannot set the tick period (status {})", e.0);
@@ -93,6 +190,7 @@ impl RootContext for Root {
         if let Ok(state) = budget::read_global(&SharedData) {
             shared.publish_global(&state, now);
         }
+        shared.reset_overdue_streams(now);
         match budget::sweep_idle(&SharedData, &shared.config.session, SWEEP_BATCH, now) {
             Ok(0) => {}
             Ok(dropped) => shared
@@ -103,9 +201,9 @@ impl RootContext for Root {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let shared = self.shared.clone()?;
-        Some(Box::new(Stream::new(shared)))
+        Some(Box::new(Stream::new(shared, context_id)))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -127,9 +225,18 @@ struct HttpSession {
     remaining: Micros,
 }
 
+/// A Realtime WebSocket session on this stream.
+struct Realtime {
+    session: RealtimeSession,
+    /// The upstream answered `101`: frames flow.
+    established: bool,
+}
+
 struct Stream {
     shared: Rc<Shared>,
+    context_id: u32,
     endpoint: Endpoint,
+    realtime: Option<Realtime>,
     request_body: RequestBody,
     request_model: Option<String>,
     session: Option<HttpSession>,
@@ -151,10 +258,12 @@ fn send_reply(reply: &LocalReply) {
 }
 
 impl Stream {
-    fn new(shared: Rc<Shared>) -> Self {
+    fn new(shared: Rc<Shared>, context_id: u32) -> Self {
         Stream {
             shared,
+            context_id,
             endpoint: Endpoint::Other,
+            realtime: None,
             request_body: RequestBody::PassThrough,
             request_model: None,
             session: None,
@@ -181,6 +290,14 @@ impl Stream {
             }
             // Shared data unreadable: admit (fail open) and say so.
             Err(e) => log::warn!("cannot read the global window: {e:?}"),
+        }
+
+        let is_upgrade = host::get_header(Map::RequestHeaders, "upgrade")
+            .ok()
+            .flatten()
+            .is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket"));
+        if is_upgrade {
+            return self.admit_upgrade(now);
         }
 
         let session_cfg = &self.shared.config.session;
@@ -225,10 +342,140 @@ impl Stream {
         Ok(())
     }
 
+    /// A WebSocket upgrade: the Origin check, then a Realtime session of its own.
+    fn admit_upgrade(&mut self, now: u64) -> Result<(), LocalReply> {
+        let origins = &self.shared.config.allowed_origins;
+        if !origins.is_empty() {
+            let origin = host::get_header(Map::RequestHeaders, "origin")
+                .ok()
+                .flatten();
+            if !origin.is_some_and(|o| origins.iter().any(|a| a == &o)) {
+                self.shared.metrics().rejected_origin.inc();
+                return Err(replies::origin_not_allowed());
+            }
+        }
+        // Compressed frames (permessage-deflate) cannot be metered.
+        let _ = host::remove_header(Map::RequestHeaders, "sec-websocket-extensions");
+        if self.endpoint == Endpoint::Realtime {
+            let path = host::get_header(Map::RequestHeaders, ":path")
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            let id = realtime::uuid_v4(host::random_bytes());
+            let model = realtime::model_from_path(&path).unwrap_or_default();
+            let _ = host::set_filter_state("costguard.session_id", id.as_bytes());
+            self.realtime = Some(Realtime {
+                session: RealtimeSession::new(id, model, now),
+                established: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// The upgrade's answer: a `101` starts the session, anything else drops it.
+    fn realtime_established(&mut self) {
+        let status = host::get_header(Map::ResponseHeaders, ":status")
+            .ok()
+            .flatten();
+        if status.as_deref() != Some("101") {
+            self.realtime = None;
+            return;
+        }
+        let Some(rt) = &mut self.realtime else { return };
+        rt.established = true;
+        let _ = host::set_header(
+            Map::ResponseHeaders,
+            "x-costguard-session-id",
+            &rt.session.id,
+        );
+        let _ = host::set_header(
+            Map::ResponseHeaders,
+            "x-costguard-session-remaining-usd",
+            &format_usd(self.shared.config.session.budget),
+        );
+        {
+            let m = self.shared.metrics();
+            m.sessions_started.inc();
+            m.sessions_active.shift(1);
+        }
+        self.update_reset_deadline();
+    }
+
+    /// The WebSocket stream ended, however it ended.
+    fn realtime_ended(&mut self) {
+        let Some(rt) = self.realtime.take() else {
+            return;
+        };
+        if let Ok(mut map) = self.shared.realtime_deadlines.try_borrow_mut() {
+            map.remove(&self.context_id);
+        }
+        if !rt.established {
+            return;
+        }
+        let spend = format_usd(rt.session.spend);
+        let _ = host::set_filter_state("costguard.cost_usd", spend.as_bytes());
+        let _ = host::set_filter_state("costguard.session_cost_usd", spend.as_bytes());
+        let m = self.shared.metrics();
+        m.sessions_ended.inc();
+        m.sessions_active.shift(-1);
+        m.session_cost.record(rt.session.spend);
+    }
+
+    /// Tells the root tick when to reset this Realtime stream.
+    fn update_reset_deadline(&self) {
+        let Some(rt) = &self.realtime else { return };
+        let deadline = ResetDeadline {
+            at_ms: rt.session.reset_deadline_ms(&self.shared.config.session),
+            idle_past_limit: rt.session.phase == Phase::Open,
+        };
+        if let Ok(mut map) = self.shared.realtime_deadlines.try_borrow_mut() {
+            map.insert(self.context_id, deadline);
+        }
+    }
+
+    /// Runs Realtime frames of one direction through the session.
+    fn realtime_chunk(&mut self, buffer: Buffer, body_size: usize) {
+        let Some(rt) = &mut self.realtime else { return };
+        if !rt.established || body_size == 0 {
+            return;
+        }
+        let chunk = match host::get_buffer(buffer, 0, body_size) {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("cannot read WebSocket bytes (status {})", e.0);
+                return;
+            }
+        };
+        let now = host::now_ms();
+        let phase_before = rt.session.phase;
+        let config = &self.shared.config;
+        let mut env = RealtimeHost {
+            shared: &self.shared,
+            now_ms: now,
+        };
+        let rewrite = match buffer {
+            Buffer::HttpResponseBody => {
+                rt.session
+                    .server_chunk(&chunk, &config.session, config.fail_mode, now, &mut env)
+            }
+            _ => rt
+                .session
+                .client_chunk(&chunk, &config.session, now, &mut env),
+        };
+        let phase_changed = rt.session.phase != phase_before;
+        if let Rewrite::Replace(bytes) = rewrite {
+            if let Err(e) = host::set_buffer(buffer, 0, body_size, &bytes) {
+                log::warn!("cannot rewrite WebSocket bytes (status {})", e.0);
+            }
+        }
+        if phase_changed {
+            self.update_reset_deadline();
+        }
+    }
+
     /// Books a priced response: the session's spend, the global window.
     fn book(&mut self, priced: &Priced) {
         let now = host::now_ms();
-        self.shared.metrics().record_priced(priced);
         let _ = host::set_filter_state("costguard.cost_usd", format_usd(priced.cost).as_bytes());
         if let Some(session) = &self.session {
             match budget::add_session_spend(&SharedData, &session.handle, priced.cost, now) {
@@ -245,20 +492,7 @@ impl Stream {
                 Err(e) => log::warn!("cannot book session spend: {e:?}"),
             }
         }
-        match budget::add_global_spend(&SharedData, &self.config().global, priced.cost, now) {
-            Ok(added) => {
-                if added.tripped {
-                    self.shared.metrics().breaker_trips.inc();
-                    log::warn!(
-                        "circuit breaker open: ${} spent in this window (budget ${})",
-                        format_usd(added.state.window_spend),
-                        format_usd(self.config().global.budget)
-                    );
-                }
-                self.shared.publish_global(&added.state, now);
-            }
-            Err(e) => log::warn!("cannot book global spend: {e:?}"),
-        }
+        self.shared.book_global(priced, now);
     }
 
     /// Usage that should have been there was not: count it, and with
@@ -351,6 +585,10 @@ impl HttpContext for Stream {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.realtime.is_some() {
+            self.realtime_chunk(Buffer::HttpRequestBody, body_size);
+            return Action::Continue;
+        }
         if self.request_body != RequestBody::HoldForRewrite {
             return Action::Continue;
         }
@@ -376,6 +614,10 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if self.realtime.is_some() {
+            self.realtime_established();
+            return Action::Continue;
+        }
         if let Some(session) = &self.session {
             let _ = host::set_header(
                 Map::ResponseHeaders,
@@ -413,6 +655,10 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.realtime.is_some() {
+            self.realtime_chunk(Buffer::HttpResponseBody, body_size);
+            return Action::Continue;
+        }
         if let Some(meter) = &mut self.meter {
             if body_size > 0 {
                 match host::get_buffer(Buffer::HttpResponseBody, 0, body_size) {
@@ -430,5 +676,6 @@ impl HttpContext for Stream {
     fn on_log(&mut self) {
         // A stream cut before its end (client gone, upstream reset) ends here.
         self.finish_metering();
+        self.realtime_ended();
     }
 }
