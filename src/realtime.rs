@@ -15,6 +15,7 @@ use crate::json_scan::JsonScanner;
 use crate::meter::{DocumentFacts, CAPTURE_CAP, USAGE_PATHS};
 use crate::money::{format_usd, Micros};
 use crate::usage::Usage;
+use crate::utf8::Utf8Validator;
 use crate::ws::{
     close_frame, encode_frame, unmask_into, FrameEvent, FrameHeader, FrameParser,
     CLOSE_POLICY_VIOLATION, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_TEXT,
@@ -163,6 +164,7 @@ struct MessageReader {
     reading: bool,
     bytes: u64,
     oversized: bool,
+    utf8: Utf8Validator,
     unmasked: Vec<u8>,
 }
 
@@ -171,6 +173,8 @@ struct MessageFacts {
     facts: DocumentFacts,
     oversized: bool,
     complete: bool,
+    /// Its text was valid UTF-8 (as far as it was read).
+    valid_utf8: bool,
 }
 
 impl MessageReader {
@@ -182,18 +186,21 @@ impl MessageReader {
             reading: false,
             bytes: 0,
             oversized: false,
+            utf8: Utf8Validator::new(),
             unmasked: Vec::new(),
         }
     }
 
-    /// Returns true when the frame breaks the message rules (counted once by the caller).
+    /// Returns true when the frame breaks the rules for server frames
+    /// (masked, compressed, a message interrupted or continued from nothing).
     fn start(&mut self, h: &FrameHeader) -> bool {
         self.data_frame = !h.is_control();
-        match h.opcode {
+        let broken = match h.opcode {
             OP_TEXT | OP_BINARY => {
                 let interrupted = self.in_message;
                 self.in_message = true;
                 self.scanner.reset();
+                self.utf8 = Utf8Validator::new();
                 self.reading = h.opcode == OP_TEXT && !h.is_compressed();
                 self.bytes = 0;
                 self.oversized = false;
@@ -201,7 +208,8 @@ impl MessageReader {
             }
             OP_CONTINUATION => !self.in_message,
             _ => false,
-        }
+        };
+        broken || h.mask.is_some()
     }
 
     fn payload(&mut self, h: &FrameHeader, data: &[u8], offset: u64) {
@@ -214,13 +222,15 @@ impl MessageReader {
             self.reading = false;
             return;
         }
-        if h.mask.is_some() {
+        let data = if h.mask.is_some() {
             self.unmasked.clear();
             unmask_into(data, h.mask, offset, &mut self.unmasked);
-            self.scanner.feed(&self.unmasked);
+            &self.unmasked[..]
         } else {
-            self.scanner.feed(data);
-        }
+            data
+        };
+        self.scanner.feed(data);
+        self.utf8.feed(data);
         if let Some(t) = DocumentFacts::from_scanner(&self.scanner).event_type {
             if !READ_TYPES.contains(&t.as_str()) {
                 self.reading = false; // not needed: skip the rest unread
@@ -244,6 +254,7 @@ impl MessageReader {
             facts,
             oversized: self.oversized,
             complete,
+            valid_utf8: self.utf8.is_valid(!self.oversized),
         })
     }
 }
@@ -257,6 +268,9 @@ pub struct RealtimeSession {
     pub phase: Phase,
     /// The client answered costguard's Close.
     pub client_answered: bool,
+    /// A Close frame passed in either direction (or costguard sent one):
+    /// the session did not just vanish.
+    pub close_seen: bool,
     server: FrameParser,
     reader: MessageReader,
     client: FrameParser,
@@ -320,6 +334,7 @@ impl RealtimeSession {
             started_ms,
             phase: Phase::Open,
             client_answered: false,
+            close_seen: false,
             server: FrameParser::new(),
             reader: MessageReader::new(),
             client: FrameParser::new(),
@@ -327,6 +342,11 @@ impl RealtimeSession {
             client_dropping: false,
             parse_error_counted: false,
         }
+    }
+
+    /// The session ended without any Close handshake: a peer vanished or reset it.
+    pub fn aborted(&self) -> bool {
+        !self.close_seen && self.phase == Phase::Open
     }
 
     fn duration_over(&self, cfg: &SessionConfig, now_ms: u64) -> bool {
@@ -400,6 +420,7 @@ impl RealtimeSession {
         let mut parser = std::mem::take(&mut self.server);
         parser.feed(chunk, |event| match event {
             FrameEvent::Start { header, at } => {
+                self.close_seen |= header.opcode == OP_CLOSE;
                 if let Some(p) = at {
                     if let Phase::ClosingUpstream { reason, .. } = self.phase {
                         edit.keep_until(p);
@@ -469,6 +490,10 @@ impl RealtimeSession {
         now_ms: u64,
         env: &mut dyn RealtimeEnv,
     ) -> bool {
+        if !msg.valid_utf8 {
+            // Priced all the same when its usage reads: the upstream billed it.
+            self.parse_error(env);
+        }
         let event_type = msg.facts.event_type.as_deref().unwrap_or("");
         if event_type != "response.done" {
             if let Some(model) = msg.facts.model {
@@ -541,6 +566,7 @@ impl RealtimeSession {
         let mut parser = std::mem::take(&mut self.client);
         parser.feed(chunk, |event| match event {
             FrameEvent::Start { header, at } => {
+                self.close_seen |= header.opcode == OP_CLOSE;
                 let Some(p) = at else { return true };
                 if matches!(self.phase, Phase::Closed { .. }) {
                     if header.opcode == OP_CLOSE {
@@ -950,6 +976,46 @@ mod tests {
         huge.extend_from_slice(&u64::MAX.to_be_bytes());
         assert_eq!(feed_server(&mut s, &mut e, &huge, &[], 0), huge);
         assert_eq!(e.notices, vec![Notice::ParseError]);
+    }
+
+    #[test]
+    fn invalid_utf8_or_masked_server_frames_are_parse_errors_but_still_priced() {
+        let mut e = env(SEED);
+        let mut s = RealtimeSession::new("x".into(), "gpt-realtime".into(), 0);
+        let mut payload = br#"{"type":"response.done","response":{"output":"bad "#.to_vec();
+        payload.extend_from_slice(b"\xff\xfe");
+        payload.extend_from_slice(br#"","usage":{"input_tokens":1000,"output_tokens":0}}}"#);
+        feed_server(
+            &mut s,
+            &mut e,
+            &encode_frame(OP_TEXT, &payload, None),
+            &[],
+            0,
+        );
+        assert_eq!(s.spend, 100_000);
+        assert_eq!(e.notices, vec![Notice::ParseError]);
+
+        let mut e = env(SEED);
+        let mut s = RealtimeSession::new("x".into(), "gpt-realtime".into(), 0);
+        let masked = encode_frame(
+            OP_TEXT,
+            br#"{"type":"response.done","response":{"usage":{"input_tokens":1000}}}"#,
+            Some([9, 9, 9, 9]),
+        );
+        feed_server(&mut s, &mut e, &masked, &[5], 0);
+        assert_eq!(s.spend, 100_000);
+        assert_eq!(e.notices, vec![Notice::ParseError]);
+    }
+
+    #[test]
+    fn sessions_without_any_close_are_aborted() {
+        let mut e = env(SEED);
+        let cfg = e.config.session.clone();
+        let mut s = RealtimeSession::new("x".into(), "gpt-realtime".into(), 0);
+        feed_server(&mut s, &mut e, &done(1, 1), &[], 0);
+        assert!(s.aborted());
+        s.client_chunk(&close_frame(1000, "", Some([1, 2, 3, 4])), &cfg, 0, &mut e);
+        assert!(!s.aborted());
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! `response.output_audio.delta` events, then `response.done` with usage.
 //! Test steering rides in the event's `sim` object:
 //! `{"type":"response.create","sim":{"usage":{…},"audio_deltas":2,"delta_bytes":2000,"split_done":false}}`.
+//! Faults: `"raw_hex": ["82ff…"]` writes those bytes verbatim before `response.done`;
+//! `"end": "reset"` drops the connection (no Close) right after `response.done`,
+//! `"end": "reset_before_done"` drops it before.
 //! `session.update` with `session.model` answers `session.updated`.
 
 use crate::http::Request;
@@ -181,7 +184,10 @@ fn session(stream: &mut TcpStream, mut model: String, tally: &Tally) -> io::Resu
                 match event.get("type").and_then(Value::as_str) {
                     Some("response.create") => {
                         responses += 1;
-                        respond(stream, &event, &model, responses, tally)?;
+                        if !respond(stream, &event, &model, responses, tally)? {
+                            let _ = stream.shutdown(std::net::Shutdown::Both);
+                            return Ok(());
+                        }
                     }
                     Some("session.update") => {
                         if let Some(m) = event.pointer("/session/model").and_then(Value::as_str) {
@@ -200,13 +206,14 @@ fn session(stream: &mut TcpStream, mut model: String, tally: &Tally) -> io::Resu
     }
 }
 
+/// Answers one `response.create`. Returns false when the connection is to be dropped.
 fn respond(
     stream: &mut TcpStream,
     event: &Value,
     model: &str,
     n: u64,
     tally: &Tally,
-) -> io::Result<()> {
+) -> io::Result<bool> {
     let sim = event.get("sim").cloned().unwrap_or(Value::Null);
     let usage = sim.get("usage").cloned().unwrap_or_else(default_usage);
     let deltas = sim.get("audio_deltas").and_then(Value::as_u64).unwrap_or(2);
@@ -235,6 +242,15 @@ fn respond(
                 "output_index": 0, "content_index": i, "delta": audio}),
         )?;
     }
+    if let Some(raw) = sim.get("raw_hex").and_then(Value::as_array) {
+        for hex in raw.iter().filter_map(Value::as_str) {
+            stream.write_all(&decode_hex(hex))?;
+        }
+    }
+    let end = sim.get("end").and_then(Value::as_str).unwrap_or("");
+    if end == "reset_before_done" {
+        return Ok(false);
+    }
     let done = json!({"type": "response.done", "event_id": format!("event_done_{n}"),
         "response": {"id": id, "object": "realtime.response", "status": "completed", "model": model,
             "output": [{"type": "message", "content": [{"type": "output_audio", "transcript": "\"usage\": {} é"}]}],
@@ -251,5 +267,11 @@ fn respond(
         stream.write_all(&bytes)?;
     }
     tally.record_usage(model, &usage);
-    Ok(())
+    Ok(end != "reset")
+}
+
+fn decode_hex(hex: &str) -> Vec<u8> {
+    (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
 }

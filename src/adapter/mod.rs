@@ -417,6 +417,9 @@ impl Stream {
         let _ = host::set_filter_state("costguard.session_cost_usd", spend.as_bytes());
         let m = self.shared.metrics();
         m.sessions_ended.inc();
+        if rt.session.aborted() {
+            m.sessions_aborted.inc();
+        }
         m.sessions_active.shift(-1);
         m.session_cost.record(rt.session.spend);
     }

@@ -133,6 +133,15 @@ class Envoy:
                 out[name] = value
         return out
 
+    def stats_all(self):
+        """Every Envoy counter and gauge, by full name."""
+        out = {}
+        for line in requests.get(f"{self.admin}/stats", timeout=10).text.splitlines():
+            name, _, value = line.partition(": ")
+            if value.isdigit():
+                out[name] = int(value)
+        return out
+
     def stat(self, name):
         return self.stats().get(name, 0)
 
