@@ -8,7 +8,8 @@ SIM     := target/release/openai-sim
 CARGO   ?= cargo
 PYTEST_ARGS ?=
 
-.PHONY: all build sim envoy run test unit integration validate lint fmt clean wasm-target fuzz fuzz-smoke fuzz-tools
+.PHONY: all build sim envoy run test unit integration validate lint fmt clean wasm-target fuzz fuzz-smoke fuzz-tools soak
+SOAK_SECONDS ?= 180
 FUZZ_TARGETS := sse json_body ws_server ws_client config split_invariance
 FUZZ_TIME ?= 60
 FUZZ_SMOKE_TIME ?= 20
@@ -49,6 +50,10 @@ validate: build envoy
 
 integration: build sim envoy
 	$(PY) -m pytest tests/integration -q -p no:cacheprovider $(PYTEST_ARGS)
+
+## soak: the mixed-load soak test for SOAK_SECONDS (a 20 s version runs in make test)
+soak: build sim envoy
+	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m pytest tests/integration/test_soak.py -q -s -p no:cacheprovider
 
 fuzz-tools:
 	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
