@@ -8,7 +8,7 @@ SIM     := target/release/openai-sim
 CARGO   ?= cargo
 PYTEST_ARGS ?=
 
-.PHONY: all build sim envoy run test unit integration validate lint fmt clean wasm-target fuzz fuzz-smoke fuzz-tools soak
+.PHONY: kit all build sim envoy run test unit integration validate lint fmt clean wasm-target fuzz fuzz-smoke fuzz-tools soak
 SOAK_SECONDS ?= 180
 FUZZ_TARGETS := sse json_body ws_server ws_client config split_invariance
 FUZZ_TIME ?= 60
@@ -21,11 +21,16 @@ wasm-target:
 
 ## build: the filter, target/wasm32-wasip1/release/costguard.wasm
 build: wasm-target
-	$(CARGO) build --release --target wasm32-wasip1 -p costguard
+	$(CARGO) build --release --target wasm32-wasip1 -p costguard --lib
 
-## sim: the bundled OpenAI simulator
+## sim: the bundled OpenAI simulator, and the native config checker
 sim:
 	$(CARGO) build --release -p costguard-sim
+	$(CARGO) build --release --bin costguard-check-config
+
+## kit: regenerate the Docker Compose and Kubernetes Envoy configs from envoy/envoy.yaml
+kit: envoy
+	$(PY) tools/render_kit.py
 
 $(VENV)/.installed: tests/requirements.txt
 	python3 -m venv $(VENV)

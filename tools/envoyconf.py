@@ -3,7 +3,7 @@
 or access-log path. The shipped file stays the one source of truth: `make run`
 and the integration tests both start Envoy from it through this script.
 
-usage: envoyconf.py [--listen PORT] [--admin PORT] [--upstream URL]
+usage: envoyconf.py [--listen PORT] [--admin PORT] [--address ADDR] [--upstream URL]
                     [--plugin-config JSON] [--wasm PATH] [--access-log PATH]
                     [--no-filter] -o OUT
 """
@@ -38,6 +38,7 @@ def upstream_cluster(url):
     tls = u.scheme == "https"
     port = u.port or (443 if tls else 80)
     is_ip = all(p.isdigit() for p in u.hostname.split("."))
+    # A DNS name: resolved at runtime (LOGICAL_DNS), e.g. api.openai.com or a compose service.
     cluster = {
         "name": "openai",
         "type": "STATIC" if is_ip else "LOGICAL_DNS",
@@ -62,13 +63,15 @@ def upstream_cluster(url):
 
 
 def render(listen=None, admin=None, upstream=None, plugin_config=None, wasm=None,
-           access_log=None, no_filter=False, base=BASE):
+           access_log=None, no_filter=False, address=None, base=BASE):
     cfg = yaml.safe_load(Path(base).read_text())
-    if admin is not None:
-        cfg["admin"]["address"]["socket_address"]["port_value"] = int(admin)
     listener = cfg["static_resources"]["listeners"][0]
-    if listen is not None:
-        listener["address"]["socket_address"]["port_value"] = int(listen)
+    for sock, port in ((cfg["admin"]["address"]["socket_address"], admin),
+                       (listener["address"]["socket_address"], listen)):
+        if port is not None:
+            sock["port_value"] = int(port)
+        if address is not None:
+            sock["address"] = address
     hcm = _hcm(cfg)
     if upstream:
         cluster, host = upstream_cluster(upstream)
@@ -101,10 +104,29 @@ def main(argv):
     p.add_argument("--wasm")
     p.add_argument("--access-log")
     p.add_argument("--no-filter", action="store_true")
+    p.add_argument("--address", help="bind the listener and admin to this address (default 127.0.0.1)")
+    p.add_argument("--header", help="a comment line put at the top of the output")
     p.add_argument("-o", "--out", required=True)
     a = p.parse_args(argv)
-    cfg = render(a.listen, a.admin, a.upstream, a.plugin_config, a.wasm, a.access_log, a.no_filter)
-    Path(a.out).write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cfg = render(a.listen, a.admin, a.upstream, a.plugin_config, a.wasm, a.access_log, a.no_filter, a.address)
+    Path(a.out).write_text(dump(cfg, a.header))
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes multi-line strings (embedded configs) as literal blocks."""
+
+
+def _str(dumper, value):
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def dump(cfg, header=None):
+    text = yaml.dump(cfg, Dumper=_Dumper, sort_keys=False, width=120)
+    return (f"# {header}\n" if header else "") + text
 
 
 if __name__ == "__main__":

@@ -101,14 +101,14 @@ impl Tally {
 
 fn main() {
     let mut port: u16 = 8080;
+    let mut host = String::from("127.0.0.1");
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--port" => port = args.next().and_then(|p| p.parse().ok()).unwrap_or(port),
+            "--host" => host = args.next().unwrap_or(host),
             "-h" | "--help" => {
-                println!(
-                    "usage: openai-sim [--port N]   (0 picks a free port; the port is printed)"
-                );
+                println!("usage: openai-sim [--host ADDR] [--port N]   (port 0 picks a free one; the port is printed)");
                 return;
             }
             other => {
@@ -117,15 +117,15 @@ fn main() {
             }
         }
     }
-    let listener = match TcpListener::bind(("127.0.0.1", port)) {
+    let listener = match TcpListener::bind((host.as_str(), port)) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("openai-sim: cannot listen on 127.0.0.1:{port}: {e}");
+            eprintln!("openai-sim: cannot listen on {host}:{port}: {e}");
             std::process::exit(1);
         }
     };
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
-    println!("openai-sim listening on 127.0.0.1:{port}");
+    println!("openai-sim listening on {host}:{port}");
     let _ = std::io::stdout().flush();
     let tally = Arc::new(Tally::default());
     for stream in listener.incoming().flatten() {
