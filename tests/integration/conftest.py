@@ -78,7 +78,7 @@ class Sim:
 class Envoy:
     """A real Envoy with costguard (or without, `no_filter=True`)."""
 
-    def __init__(self, upstream_port, plugin_config=None, concurrency=2, no_filter=False):
+    def __init__(self, upstream_port, plugin_config=None, concurrency=2, no_filter=False, wasm=WASM):
         self.port = free_port()
         self.admin_port = free_port()
         self.dir = tempfile.TemporaryDirectory(prefix="costguard-envoy-")
@@ -89,7 +89,7 @@ class Envoy:
             admin=self.admin_port,
             upstream=f"http://127.0.0.1:{upstream_port}",
             plugin_config=plugin_config if plugin_config is not None else {},
-            wasm=WASM,
+            wasm=wasm,
             access_log=self.access_log,
             no_filter=no_filter,
         )
