@@ -2,6 +2,7 @@
 //! the host: which endpoint it is, whether and how its response is metered,
 //! the `include_usage` request rewrite, and pricing a metered response.
 
+use crate::json_scan::{Captured, JsonScanner, PathSpec};
 use crate::meter::BodyKind;
 use crate::money::Micros;
 use crate::pricing::{cost_micros, PriceMatch, PriceTable};
@@ -99,61 +100,86 @@ pub enum Injection {
     NotJson,
 }
 
-/// For a `"stream": true` Chat Completions request, makes sure it carries
-/// `stream_options.include_usage = true`. A body without `stream_options`
-/// gets it inserted in front, every other byte kept; one with
-/// `stream_options` is re-serialised (field order kept).
-pub fn inject_include_usage(body: &[u8]) -> Injection {
-    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
-        return Injection::NotJson;
-    };
-    if map.get("stream") != Some(&Value::Bool(true)) {
-        return Injection::NotStreaming;
-    }
-    match map.get("stream_options") {
-        Some(opts) if opts.get("include_usage") == Some(&Value::Bool(true)) => {
-            Injection::AlreadyIncluded
-        }
-        None => {
-            let Some(open) = body.iter().position(|&b| b == b'{') else {
-                return Injection::NotJson;
-            };
-            let mut out = Vec::with_capacity(body.len() + 48);
-            out.extend_from_slice(body.get(..=open).unwrap_or(&[]));
-            out.extend_from_slice(br#""stream_options":{"include_usage":true}"#);
-            let rest = body.get(open + 1..).unwrap_or(&[]);
-            if rest.iter().any(|b| !b.is_ascii_whitespace() && *b != b'}') {
-                out.push(b',');
-            }
-            out.extend_from_slice(rest);
-            Injection::Rewritten(out)
-        }
-        Some(_) => {
-            let mut map = map;
-            let opts = map
-                .entry("stream_options")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !opts.is_object() {
-                *opts = Value::Object(Map::new());
-            }
-            if let Value::Object(o) = opts {
-                o.insert("include_usage".into(), Value::Bool(true));
-            }
-            match serde_json::to_vec(&Value::Object(map)) {
-                Ok(v) => Injection::Rewritten(v),
-                Err(_) => Injection::NotJson,
-            }
-        }
-    }
+/// What a Chat Completions request body says, read in one pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatRequest {
+    pub model: Option<String>,
+    pub injection: Injection,
 }
 
-/// The `model` of a request body, if it is a JSON object naming one.
-pub fn request_model(body: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct ModelOnly {
-        model: Option<String>,
+const REQUEST_PATHS: PathSpec = &[&["stream"], &["stream_options"], &["model"]];
+const STREAM: usize = 0;
+const STREAM_OPTIONS: usize = 1;
+const MODEL: usize = 2;
+
+/// Reads a Chat Completions request body for its `model` and, for a
+/// `"stream": true` request, makes sure it carries
+/// `stream_options.include_usage = true`. Every other byte is kept: a body
+/// without `stream_options` gets it inserted in front; otherwise only the
+/// `stream_options` value is replaced. The body is scanned once; nothing
+/// but those values is parsed.
+pub fn inspect_chat_request(body: &[u8]) -> ChatRequest {
+    let mut scanner = JsonScanner::new(REQUEST_PATHS, 64 * 1024);
+    scanner.feed(body);
+    let complete = scanner.finish().is_ok();
+    let value = |t: usize| match scanner.captured(t) {
+        Some(Captured::Value(v)) => Some(v.as_slice()),
+        _ => None,
+    };
+    let model = value(MODEL).and_then(|m| serde_json::from_slice::<String>(m).ok());
+    let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if !complete || !is_object {
+        return ChatRequest {
+            model,
+            injection: Injection::NotJson,
+        };
     }
-    serde_json::from_slice::<ModelOnly>(body).ok()?.model
+    let injection = if value(STREAM) != Some(b"true") {
+        Injection::NotStreaming
+    } else {
+        match (
+            value(STREAM_OPTIONS),
+            scanner.captured_offset(STREAM_OPTIONS),
+        ) {
+            (None, _) => insert_stream_options(body),
+            (Some(opts), Some(at)) => replace_stream_options(body, opts, at as usize),
+            (Some(_), None) => Injection::NotJson,
+        }
+    };
+    ChatRequest { model, injection }
+}
+
+fn insert_stream_options(body: &[u8]) -> Injection {
+    let Some(open) = body.iter().position(|&b| b == b'{') else {
+        return Injection::NotJson;
+    };
+    let mut out = Vec::with_capacity(body.len() + 48);
+    out.extend_from_slice(body.get(..=open).unwrap_or(&[]));
+    out.extend_from_slice(br#""stream_options":{"include_usage":true}"#);
+    let rest = body.get(open + 1..).unwrap_or(&[]);
+    if rest.iter().any(|b| !b.is_ascii_whitespace() && *b != b'}') {
+        out.push(b',');
+    }
+    out.extend_from_slice(rest);
+    Injection::Rewritten(out)
+}
+
+fn replace_stream_options(body: &[u8], opts: &[u8], at: usize) -> Injection {
+    let mut map = match serde_json::from_slice::<Value>(opts) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    if map.get("include_usage") == Some(&Value::Bool(true)) {
+        return Injection::AlreadyIncluded;
+    }
+    map.insert("include_usage".into(), Value::Bool(true));
+    let Ok(new_opts) = serde_json::to_vec(&Value::Object(map)) else {
+        return Injection::NotJson;
+    };
+    let (Some(before), Some(after)) = (body.get(..at), body.get(at + opts.len()..)) else {
+        return Injection::NotJson;
+    };
+    Injection::Rewritten([before, &new_opts, after].concat())
 }
 
 /// One response, priced.
@@ -249,9 +275,14 @@ mod tests {
         );
     }
 
+    fn inject_include_usage(body: &[u8]) -> Injection {
+        inspect_chat_request(body).injection
+    }
+
     #[test]
     fn injects_include_usage_keeping_other_bytes() {
         let body = br#"{"model":"gpt-5", "stream":true,"messages":[{"role":"user","content":"hi"}],"temperature":0.7}"#;
+        assert_eq!(inspect_chat_request(body).model.as_deref(), Some("gpt-5"));
         let Injection::Rewritten(out) = inject_include_usage(body) else {
             panic!("not rewritten")
         };
@@ -268,12 +299,10 @@ mod tests {
         let Injection::Rewritten(out) = inject_include_usage(body) else {
             panic!("not rewritten")
         };
-        let v: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["stream_options"]["include_usage"], Value::Bool(true));
-        assert_eq!(v["stream_options"]["x"], 1);
-        assert_eq!(v["model"], "m");
-        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["model", "stream", "stream_options"]);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"model":"m","stream":true,"stream_options":{"include_usage":true,"x":1}}"#
+        );
     }
 
     #[test]
@@ -292,6 +321,15 @@ mod tests {
         );
         assert_eq!(inject_include_usage(b"[]"), Injection::NotJson);
         assert_eq!(inject_include_usage(b"{bad"), Injection::NotJson);
+        assert_eq!(
+            inject_include_usage(br#"{"stream":"true"}"#),
+            Injection::NotStreaming
+        );
+        // A nested "stream" is not the request's.
+        assert_eq!(
+            inject_include_usage(br#"{"x":{"stream":true}}"#),
+            Injection::NotStreaming
+        );
     }
 
     #[test]

@@ -84,6 +84,8 @@ struct ActiveCapture {
     base_depth: u32,
     /// Start of the value's bytes in the current chunk.
     from: usize,
+    /// Start of the value in the whole document.
+    offset: u64,
     buf: Vec<u8>,
     too_large: bool,
 }
@@ -100,6 +102,10 @@ pub struct JsonScanner {
     key: Key,
     active: Option<ActiveCapture>,
     captured: Vec<Option<Captured>>,
+    /// Where each captured value starts in the document.
+    captured_at: Vec<Option<u64>>,
+    /// Bytes fed before the current chunk.
+    fed: u64,
     error: Option<ScanError>,
     saw_value: bool,
 }
@@ -116,6 +122,8 @@ impl JsonScanner {
             key: Key::NONE,
             active: None,
             captured: vec![None; paths.len()],
+            captured_at: vec![None; paths.len()],
+            fed: 0,
             error: None,
             saw_value: false,
         }
@@ -131,6 +139,10 @@ impl JsonScanner {
         for c in &mut self.captured {
             *c = None;
         }
+        for c in &mut self.captured_at {
+            *c = None;
+        }
+        self.fed = 0;
         self.error = None;
         self.saw_value = false;
     }
@@ -138,6 +150,12 @@ impl JsonScanner {
     /// The value captured for `paths[target]`, if the document had it whole.
     pub fn captured(&self, target: usize) -> Option<&Captured> {
         self.captured.get(target).and_then(Option::as_ref)
+    }
+
+    /// Where the captured value of `paths[target]` starts in the document
+    /// (its bytes run for the captured value's length).
+    pub fn captured_offset(&self, target: usize) -> Option<u64> {
+        self.captured_at.get(target).copied().flatten()
     }
 
     pub fn error(&self) -> Option<ScanError> {
@@ -224,6 +242,7 @@ impl JsonScanner {
                     target,
                     base_depth: self.depth,
                     from: at,
+                    offset: self.fed + at as u64,
                     buf: Vec::new(),
                     too_large: false,
                 });
@@ -262,6 +281,9 @@ impl JsonScanner {
                 };
                 if let Some(slot) = self.captured.get_mut(a.target) {
                     *slot = Some(value);
+                }
+                if let Some(slot) = self.captured_at.get_mut(a.target) {
+                    *slot = Some(a.offset);
                 }
             }
         }
@@ -410,14 +432,13 @@ impl JsonScanner {
             self.state = State::Done;
         }
         // Carry the part of a capture that continues into the next chunk.
-        if let Some(a) = &self.active {
-            if a.from <= n {
-                self.append(chunk, n);
-            }
+        if self.active.is_some() {
+            self.append(chunk, n);
             if let Some(a) = &mut self.active {
                 a.from = 0;
             }
         }
+        self.fed += n as u64;
     }
 
     /// Closes the innermost container at `chunk[at]`.
@@ -557,6 +578,17 @@ mod tests {
         let (s, r) = scan_split(br#"{"usage":{"a":1},"x":"#, &[]);
         assert_eq!(r, Err(ScanError::Truncated));
         assert_eq!(value(&s, 0).as_deref(), Some(r#"{"a":1}"#));
+    }
+
+    #[test]
+    fn captured_values_know_their_offsets() {
+        let doc = br#"{"a": [1], "model" : "m", "usage":{"x":1}}"#;
+        for split in 0..doc.len() {
+            let (s, _) = scan_split(doc, &[split]);
+            assert_eq!(s.captured_offset(1), Some(21), "split {split}");
+            assert_eq!(s.captured_offset(0), Some(34));
+            assert_eq!(&doc[34..41], br#"{"x":1}"#);
+        }
     }
 
     #[test]

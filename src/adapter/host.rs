@@ -7,6 +7,7 @@
 #![allow(clashing_extern_declarations)]
 
 use crate::budget::{Store, StoreError};
+use crate::headers::HeaderPairs;
 use std::ptr::{null, null_mut};
 
 /// A non-Ok proxy-wasm status.
@@ -54,6 +55,11 @@ extern "C" {
         size: usize,
         data: *const u8,
         data_size: usize,
+    ) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_data: *mut *mut u8,
+        return_size: *mut usize,
     ) -> u32;
     fn proxy_get_header_map_value(
         map_type: u32,
@@ -154,6 +160,19 @@ pub fn set_buffer(buffer: Buffer, start: usize, size: usize, value: &[u8]) -> Re
             value.as_ptr(),
             value.len(),
         ))
+    }
+}
+
+/// Every header of a map in one call (one copy into the VM).
+pub fn get_headers(map: Map) -> Result<HeaderPairs, Status> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    unsafe {
+        match proxy_get_header_map_pairs(map as u32, &mut data, &mut size) {
+            0 => Ok(HeaderPairs::new(owned(data, size))),
+            NOT_FOUND => Ok(HeaderPairs::default()),
+            code => Err(Status(code)),
+        }
     }
 }
 

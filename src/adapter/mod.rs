@@ -7,6 +7,7 @@ mod metrics;
 use crate::budget::{self, SessionHandle, SessionKey};
 use crate::config::{Config, FailMode};
 use crate::exchange::{self, Endpoint, Injection, Priced, ResponsePlan};
+use crate::headers::HeaderPairs;
 use crate::meter::{Metered, ResponseMeter};
 use crate::money::{format_usd, Micros};
 use crate::realtime::{self, Notice, Phase, RealtimeEnv, RealtimeSession, Rewrite};
@@ -76,7 +77,11 @@ impl Shared {
                         format_usd(self.config.global.budget)
                     );
                 }
-                self.publish_global(&added.state, now_ms);
+                // Gauges follow on the tick (at most 1 s late); a trip shows at once.
+                self.breaker_open_until_ms.set(added.state.open_until_ms);
+                if added.tripped {
+                    self.publish_global(&added.state, now_ms);
+                }
             }
             Err(e) => log::warn!("cannot book global spend: {e:?}"),
         }
@@ -212,10 +217,10 @@ impl RootContext for Root {
 }
 
 /// Whether the request body is being held for the `include_usage` rewrite.
-#[derive(PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum RequestBody {
     PassThrough,
-    HoldForRewrite,
+    Held,
 }
 
 /// The HTTP session a request belongs to (`session.id_header`).
@@ -279,7 +284,7 @@ impl Stream {
 
     /// Admission: the breaker, then the session's budget. `Err` holds the
     /// reply that refuses the request.
-    fn admit(&mut self, now: u64) -> Result<(), LocalReply> {
+    fn admit(&mut self, headers: &HeaderPairs, now: u64) -> Result<(), LocalReply> {
         match budget::read_global(&SharedData) {
             Ok(state) => {
                 if let Some(open_ms) = state.open_for_ms(now) {
@@ -292,20 +297,18 @@ impl Stream {
             Err(e) => log::warn!("cannot read the global window: {e:?}"),
         }
 
-        let is_upgrade = host::get_header(Map::RequestHeaders, "upgrade")
-            .ok()
-            .flatten()
+        let is_upgrade = headers
+            .get_str("upgrade")
             .is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket"));
         if is_upgrade {
-            return self.admit_upgrade(now);
+            return self.admit_upgrade(headers, now);
         }
 
         let session_cfg = &self.shared.config.session;
-        let value = host::get_header_bytes(Map::RequestHeaders, &session_cfg.id_header)
-            .ok()
-            .flatten();
-        let Some(value) = value else { return Ok(()) };
-        let key = SessionKey::from_header(&value, session_cfg.id_header_is_credential)
+        let Some(value) = headers.get(&session_cfg.id_header) else {
+            return Ok(());
+        };
+        let key = SessionKey::from_header(value, session_cfg.id_header_is_credential)
             .map_err(|_| replies::invalid_session_id(&session_cfg.id_header))?;
         let open = match budget::open_session(&SharedData, session_cfg, &key, now) {
             Ok(o) => o,
@@ -343,13 +346,11 @@ impl Stream {
     }
 
     /// A WebSocket upgrade: the Origin check, then a Realtime session of its own.
-    fn admit_upgrade(&mut self, now: u64) -> Result<(), LocalReply> {
+    fn admit_upgrade(&mut self, headers: &HeaderPairs, now: u64) -> Result<(), LocalReply> {
         let origins = &self.shared.config.allowed_origins;
         if !origins.is_empty() {
-            let origin = host::get_header(Map::RequestHeaders, "origin")
-                .ok()
-                .flatten();
-            if !origin.is_some_and(|o| origins.iter().any(|a| a == &o)) {
+            let origin = headers.get_str("origin");
+            if !origin.is_some_and(|o| origins.iter().any(|a| a == o)) {
                 self.shared.metrics().rejected_origin.inc();
                 return Err(replies::origin_not_allowed());
             }
@@ -357,12 +358,9 @@ impl Stream {
         // Compressed frames (permessage-deflate) cannot be metered.
         let _ = host::remove_header(Map::RequestHeaders, "sec-websocket-extensions");
         if self.endpoint == Endpoint::Realtime {
-            let path = host::get_header(Map::RequestHeaders, ":path")
-                .ok()
-                .flatten()
-                .unwrap_or_default();
+            let path = headers.get_str(":path").unwrap_or("");
             let id = realtime::uuid_v4(host::random_bytes());
-            let model = realtime::model_from_path(&path).unwrap_or_default();
+            let model = realtime::model_from_path(path).unwrap_or_default();
             let _ = host::set_filter_state("costguard.session_id", id.as_bytes());
             self.realtime = Some(Realtime {
                 session: RealtimeSession::new(id, model, now),
@@ -554,12 +552,10 @@ impl Context for Stream {}
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         self.shared.metrics().requests.inc();
-        let path = host::get_header(Map::RequestHeaders, ":path")
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        self.endpoint = Endpoint::classify(&path);
-        if let Err(reply) = self.admit(host::now_ms()) {
+        // One host call for every header this stream needs.
+        let headers = host::get_headers(Map::RequestHeaders).unwrap_or_default();
+        self.endpoint = Endpoint::classify(headers.get_str(":path").unwrap_or(""));
+        if let Err(reply) = self.admit(&headers, host::now_ms()) {
             self.finished = true;
             send_reply(&reply);
             return Action::Pause;
@@ -568,20 +564,24 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         // Compressed responses cannot be metered: ask for identity.
-        let _ = host::remove_header(Map::RequestHeaders, "accept-encoding");
-
+        if headers.get("accept-encoding").is_some() {
+            let _ = host::remove_header(Map::RequestHeaders, "accept-encoding");
+        }
         let wants_rewrite = self.endpoint == Endpoint::ChatCompletions
             && self.config().inject_stream_usage
             && !end_of_stream;
         if wants_rewrite {
-            let length = host::get_header(Map::RequestHeaders, "content-length")
-                .ok()
-                .flatten()
+            let length = headers
+                .get_str("content-length")
                 .and_then(|l| l.trim().parse::<usize>().ok());
             if length.is_none_or(|l| l <= exchange::MAX_REWRITE_BODY) {
-                // The rewritten body has another length; it goes upstream chunked.
-                let _ = host::remove_header(Map::RequestHeaders, "content-length");
-                self.request_body = RequestBody::HoldForRewrite;
+                // A rewritten body has another length, and the headers go
+                // upstream before the body is read (pausing the headers stops
+                // the body callbacks too): the body goes chunked.
+                if length.is_some() {
+                    let _ = host::remove_header(Map::RequestHeaders, "content-length");
+                }
+                self.request_body = RequestBody::Held;
             }
         }
         Action::Continue
@@ -592,11 +592,11 @@ impl HttpContext for Stream {
             self.realtime_chunk(Buffer::HttpRequestBody, body_size);
             return Action::Continue;
         }
-        if self.request_body != RequestBody::HoldForRewrite {
+        if self.request_body != RequestBody::Held {
             return Action::Continue;
         }
         if body_size > exchange::MAX_REWRITE_BODY {
-            // Too large to hold: let it go as it is.
+            // Too large to hold: headers and body go on as they are.
             self.request_body = RequestBody::PassThrough;
             return Action::Continue;
         }
@@ -607,8 +607,9 @@ impl HttpContext for Stream {
         let Ok(body) = host::get_buffer(Buffer::HttpRequestBody, 0, body_size) else {
             return Action::Continue;
         };
-        self.request_model = exchange::request_model(&body);
-        if let Injection::Rewritten(new_body) = exchange::inject_include_usage(&body) {
+        let request = exchange::inspect_chat_request(&body);
+        self.request_model = request.model;
+        if let Injection::Rewritten(new_body) = request.injection {
             if let Err(e) = host::set_buffer(Buffer::HttpRequestBody, 0, body_size, &new_body) {
                 log::warn!("cannot rewrite the request body (status {})", e.0);
             }
@@ -636,15 +637,16 @@ impl HttpContext for Stream {
         if self.endpoint == Endpoint::Other || self.finished {
             return Action::Continue;
         }
-        let header = |name: &str| host::get_header(Map::ResponseHeaders, name).ok().flatten();
-        let status = header(":status")
+        let headers = host::get_headers(Map::ResponseHeaders).unwrap_or_default();
+        let status = headers
+            .get_str(":status")
             .and_then(|s| s.parse::<u32>().ok())
             .unwrap_or(0);
         let plan = exchange::plan_response(
             self.endpoint,
             status,
-            header("content-type").as_deref(),
-            header("content-encoding").as_deref(),
+            headers.get_str("content-type"),
+            headers.get_str("content-encoding"),
         );
         match plan {
             ResponsePlan::Meter(kind) => self.meter = Some(ResponseMeter::new(kind)),
