@@ -8,7 +8,7 @@ SIM     := target/release/openai-sim
 CARGO   ?= cargo
 PYTEST_ARGS ?=
 
-.PHONY: kit all build sim envoy run test unit integration validate lint fmt clean wasm-target fuzz fuzz-smoke fuzz-tools soak
+.PHONY: bench bench-core noop kit all build sim envoy run test unit integration validate lint fmt clean wasm-target fuzz fuzz-smoke fuzz-tools soak
 SOAK_SECONDS ?= 180
 FUZZ_TARGETS := sse json_body ws_server ws_client config split_invariance
 FUZZ_TIME ?= 60
@@ -27,6 +27,7 @@ build: wasm-target
 sim:
 	$(CARGO) build --release -p costguard-sim
 	$(CARGO) build --release --bin costguard-check-config
+	$(CARGO) build --release --example hotpath
 
 ## kit: regenerate the Docker Compose and Kubernetes Envoy configs from envoy/envoy.yaml
 kit: envoy
@@ -55,6 +56,19 @@ validate: build envoy
 
 integration: build sim envoy
 	$(PY) -m pytest tests/integration -q -p no:cacheprovider $(PYTEST_ARGS)
+
+## noop: the do-nothing Wasm filter the benchmark compares against
+noop: wasm-target
+	cd bench/noop && $(CARGO) build --release --target wasm32-wasip1
+
+## bench: Envoy with vs without costguard (and a do-nothing filter), same run; writes BENCHMARKS.md
+bench: build sim envoy noop
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+## bench-core: criterion benchmarks of the core's hot paths (native)
+bench-core:
+	$(CARGO) bench --bench core
 
 ## soak: the mixed-load soak test for SOAK_SECONDS (a 20 s version runs in make test)
 soak: build sim envoy

@@ -3,7 +3,7 @@
 //! Every key is optional. Unknown keys, wrong types and impossible values
 //! are errors that name the key (`session.warn_ratio: must be in (0, 1]`).
 
-use crate::money::{number_to_units, Micros, MICROS_PER_USD};
+use crate::money::{json_number_to_units, Micros, MICROS_PER_USD};
 use crate::pricing::{builtin_prices, default_unknown_model, PriceEntry, PriceTable};
 use serde_json::{Map, Value};
 
@@ -179,11 +179,10 @@ fn err(key: &str, message: &str) -> ConfigError {
 }
 
 fn usd_value(key: &str, v: &Value) -> Result<Micros, ConfigError> {
-    let n = v
-        .as_f64()
-        .filter(|_| v.is_number())
-        .ok_or_else(|| err(key, "must be a number (USD)"))?;
-    number_to_units(n, 6).map_err(|e| err(key, &format!("{e} (USD, at most 6 decimals)")))
+    let Value::Number(n) = v else {
+        return Err(err(key, "must be a number (USD)"));
+    };
+    json_number_to_units(n, 6).map_err(|e| err(key, &format!("{e} (USD, at most 6 decimals)")))
 }
 
 fn price_entry(key: &str, v: &Value) -> Result<PriceEntry, ConfigError> {
@@ -253,10 +252,10 @@ impl Config {
         let warn_ratio_ppm = match s.get("warn_ratio") {
             None => 800_000,
             Some(v) => {
-                let ppm = v
-                    .as_f64()
-                    .filter(|_| v.is_number())
-                    .and_then(|n| number_to_units(n, 6).ok());
+                let ppm = match v {
+                    Value::Number(n) => json_number_to_units(n, 6).ok(),
+                    _ => None,
+                };
                 match ppm {
                     Some(p) if p > 0 && p <= 1_000_000 => p,
                     _ => {

@@ -3,7 +3,7 @@
 //! the `include_usage` request rewrite, and pricing a metered response.
 
 use crate::json_scan::{Captured, JsonScanner, PathSpec};
-use crate::meter::BodyKind;
+use crate::meter::{json_string, BodyKind};
 use crate::money::Micros;
 use crate::pricing::{cost_micros, PriceMatch, PriceTable};
 use crate::usage::Usage;
@@ -126,7 +126,7 @@ pub fn inspect_chat_request(body: &[u8]) -> ChatRequest {
         Some(Captured::Value(v)) => Some(v.as_slice()),
         _ => None,
     };
-    let model = value(MODEL).and_then(|m| serde_json::from_slice::<String>(m).ok());
+    let model = value(MODEL).and_then(json_string);
     let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     if !complete || !is_object {
         return ChatRequest {

@@ -321,7 +321,7 @@ impl JsonScanner {
                     }
                     // Skip to the next quote or backslash in one step.
                     let rest = chunk.get(i..).unwrap_or(&[]);
-                    let Some(off) = rest.iter().position(|&c| c == b'"' || c == b'\\') else {
+                    let Some(off) = memchr::memchr2(b'"', b'\\', rest) else {
                         if in_key {
                             self.key_push(rest);
                         }

@@ -51,9 +51,17 @@ fn captured_bytes(scanner: &JsonScanner, target: usize) -> Option<Result<&[u8], 
     }
 }
 
+/// A JSON string value's text (escapes resolved), or None if it is not a string.
+pub fn json_string(bytes: &[u8]) -> Option<String> {
+    match serde_json::from_slice(bytes).ok()? {
+        serde_json::Value::String(s) => Some(s),
+        _ => None,
+    }
+}
+
 fn captured_string(scanner: &JsonScanner, target: usize) -> Option<String> {
     match captured_bytes(scanner, target)? {
-        Ok(bytes) => serde_json::from_slice::<String>(bytes).ok(),
+        Ok(bytes) => json_string(bytes),
         Err(_) => None,
     }
 }

@@ -31,59 +31,64 @@ impl std::fmt::Display for DecimalError {
     }
 }
 
-/// Parses a non-negative decimal string ("1.25", "10", "0.000001") into an
-/// integer count of `10^-decimals` units, exactly. More digits than
-/// `decimals` after the point is an error unless they are zeros.
+/// Parses a non-negative decimal string ("1.25", "10", "0.000001", also
+/// with an exponent as JSON writes them: "1e-5", "2.5E3") into an integer
+/// count of `10^-decimals` units, exactly. Digits finer than a unit are an
+/// error unless they are zeros.
 pub fn parse_decimal_units(text: &str, decimals: u32) -> Result<u64, DecimalError> {
     let text = text.trim();
-    if let Some(magnitude) = text.strip_prefix('-') {
+    let (mantissa, exponent) = match text.find(['e', 'E']) {
+        Some(i) => {
+            let exp: i32 = text
+                .get(i + 1..)
+                .and_then(|e| e.parse().ok())
+                .ok_or(DecimalError::NotANumber)?;
+            (text.get(..i).unwrap_or(""), exp)
+        }
+        None => (text, 0),
+    };
+    if let Some(magnitude) = mantissa.strip_prefix('-') {
         // "-0" and "-0.0" are zero, anything else is negative.
-        if magnitude.bytes().all(|b| b == b'0' || b == b'.') {
+        if !magnitude.is_empty() && magnitude.bytes().all(|b| b == b'0' || b == b'.') {
             return Ok(0);
         }
         return Err(DecimalError::Negative);
     }
-    let (whole, frac) = match text.split_once('.') {
-        Some((w, f)) => (w, f),
-        None => (text, ""),
-    };
+    let (whole, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
     if (whole.is_empty() && frac.is_empty()) || !digits_only(whole) || !digits_only(frac) {
         return Err(DecimalError::NotANumber);
     }
-    let significant_frac = frac.trim_end_matches('0');
-    if significant_frac.len() > decimals as usize {
-        return Err(DecimalError::TooPrecise {
-            max_decimals: decimals,
-        });
+    // All digits as one integer, and the power of ten that scales it to units.
+    let digits = format!("{whole}{frac}");
+    let digits = digits.trim_start_matches('0');
+    let shift = i64::from(decimals) + i64::from(exponent) - frac.len() as i64;
+    let significant = digits.trim_end_matches('0');
+    let trailing_zeros = (digits.len() - significant.len()) as i64;
+    if significant.is_empty() {
+        return Ok(0);
     }
-    let scale = 10u64.pow(decimals);
-    let mut whole_units: u64 = 0;
-    for b in whole.bytes() {
-        whole_units = whole_units
+    if shift + trailing_zeros < 0 {
+        return Err(DecimalError::TooPrecise { max_decimals: decimals });
+    }
+    let mut value: u64 = 0;
+    for b in significant.bytes() {
+        value = value
             .checked_mul(10)
             .and_then(|v| v.checked_add(u64::from(b - b'0')))
             .ok_or(DecimalError::TooLarge)?;
     }
-    let mut frac_units: u64 = 0;
-    for b in significant_frac.bytes() {
-        frac_units = frac_units * 10 + u64::from(b - b'0');
-    }
-    frac_units *= 10u64.pow(decimals - significant_frac.len() as u32);
-    whole_units
-        .checked_mul(scale)
-        .and_then(|v| v.checked_add(frac_units))
+    let scale = u32::try_from(shift + trailing_zeros).map_err(|_| DecimalError::TooLarge)?;
+    10u64
+        .checked_pow(scale)
+        .and_then(|p| value.checked_mul(p))
         .ok_or(DecimalError::TooLarge)
 }
 
-/// Converts a JSON number from configuration into exact units. The number's
-/// shortest round-trip decimal form (what the operator wrote, for any value
-/// with up to 15 significant digits) is what gets parsed.
-pub fn number_to_units(value: f64, decimals: u32) -> Result<u64, DecimalError> {
-    if !value.is_finite() {
-        return Err(DecimalError::NotANumber);
-    }
-    parse_decimal_units(&format!("{value}"), decimals)
+/// Converts a JSON number from configuration into exact units, through
+/// its decimal text (what the operator wrote), never float arithmetic.
+pub fn json_number_to_units(value: &serde_json::Number, decimals: u32) -> Result<u64, DecimalError> {
+    parse_decimal_units(&value.to_string(), decimals)
 }
 
 /// Formats micro-dollars as a plain decimal USD string without trailing
@@ -121,7 +126,8 @@ mod tests {
             Err(DecimalError::TooPrecise { max_decimals: 6 })
         );
         assert_eq!(parse_decimal_units("-1", 6), Err(DecimalError::Negative));
-        assert_eq!(parse_decimal_units("1e5", 6), Err(DecimalError::NotANumber));
+        assert_eq!(parse_decimal_units("1x5", 6), Err(DecimalError::NotANumber));
+        assert_eq!(parse_decimal_units("1e5", 6), Ok(100_000_000_000));
         assert_eq!(parse_decimal_units("", 6), Err(DecimalError::NotANumber));
         assert_eq!(parse_decimal_units(".", 6), Err(DecimalError::NotANumber));
         assert_eq!(
@@ -130,17 +136,32 @@ mod tests {
         );
     }
 
+    fn json(text: &str) -> Result<u64, DecimalError> {
+        let n: serde_json::Number = serde_json::from_str(text).unwrap();
+        json_number_to_units(&n, 6)
+    }
+
     #[test]
     fn converts_config_numbers_through_their_decimal_form() {
-        assert_eq!(number_to_units(0.1, 6), Ok(100_000));
-        assert_eq!(number_to_units(0.275, 6), Ok(275_000));
-        assert_eq!(number_to_units(100.0, 6), Ok(100_000_000));
-        assert_eq!(number_to_units(0.00001, 6), Ok(10));
-        assert_eq!(
-            number_to_units(1e-7, 6),
-            Err(DecimalError::TooPrecise { max_decimals: 6 })
-        );
-        assert_eq!(number_to_units(f64::NAN, 6), Err(DecimalError::NotANumber));
+        assert_eq!(json("0.1"), Ok(100_000));
+        assert_eq!(json("0.275"), Ok(275_000));
+        assert_eq!(json("100.0"), Ok(100_000_000));
+        assert_eq!(json("100"), Ok(100_000_000));
+        assert_eq!(json("0.00001"), Ok(10));
+        assert_eq!(json("1e-5"), Ok(10));
+        assert_eq!(json("1.5E2"), Ok(150_000_000));
+        assert_eq!(json("1e-7"), Err(DecimalError::TooPrecise { max_decimals: 6 }));
+        assert_eq!(json("-2"), Err(DecimalError::Negative));
+        assert_eq!(json("1e30"), Err(DecimalError::TooLarge));
+    }
+
+    #[test]
+    fn exponents_in_decimal_text() {
+        assert_eq!(parse_decimal_units("12.5e-1", 6), Ok(1_250_000));
+        assert_eq!(parse_decimal_units("0.000000e3", 6), Ok(0));
+        assert_eq!(parse_decimal_units("10000000e-13", 6), Ok(1));
+        assert_eq!(parse_decimal_units("1e", 6), Err(DecimalError::NotANumber));
+        assert_eq!(parse_decimal_units("e5", 6), Err(DecimalError::NotANumber));
     }
 
     #[test]

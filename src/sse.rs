@@ -142,10 +142,7 @@ impl<S: EventSink> SseParser<S> {
                         continue;
                     }
                     let rest = chunk.get(i..).unwrap_or(&[]);
-                    let len = rest
-                        .iter()
-                        .position(|&c| c == b'\r' || c == b'\n')
-                        .unwrap_or(rest.len());
+                    let len = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
                     self.data(rest.get(..len).unwrap_or(&[]));
                     i += len;
                     if let Some(&eol) = chunk.get(i) {
@@ -157,7 +154,7 @@ impl<S: EventSink> SseParser<S> {
                 }
                 Line::Skip => {
                     let rest = chunk.get(i..).unwrap_or(&[]);
-                    match rest.iter().position(|&c| c == b'\r' || c == b'\n') {
+                    match memchr::memchr2(b'\r', b'\n', rest) {
                         Some(len) => {
                             i += len + 1;
                             self.end_line(rest.get(len).copied().unwrap_or(b'\n'));

@@ -11,7 +11,7 @@
 //!
 //! Totals include their parts (cached ⊂ input, audio ⊂ input/output, reasoning ⊂ output).
 
-use serde::Deserialize;
+use serde_json::{Map, Value};
 
 /// Usage split into disjoint parts: every token is in exactly one field
 /// (besides `reasoning_output`, which is informational and part of `text_output`).
@@ -56,28 +56,38 @@ pub enum UsageError {
     NoTokenCounts,
 }
 
-#[derive(Deserialize, Default)]
-struct RawModalities {
-    cached_tokens: Option<u64>,
-    text_tokens: Option<u64>,
-    audio_tokens: Option<u64>,
-    image_tokens: Option<u64>,
-    reasoning_tokens: Option<u64>,
-    cached_tokens_details: Option<Box<RawModalities>>,
+/// A token count: absent or null is None; anything but a non-negative integer is malformed.
+fn count(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, UsageError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| UsageError::Malformed(format!("`{key}` is not a token count"))),
+    }
 }
 
-#[derive(Deserialize, Default)]
-struct RawUsage {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    prompt_tokens_details: Option<RawModalities>,
-    completion_tokens_details: Option<RawModalities>,
-    input_tokens: Option<u64>,
-    output_tokens: Option<u64>,
-    input_tokens_details: Option<RawModalities>,
-    input_token_details: Option<RawModalities>,
-    output_tokens_details: Option<RawModalities>,
-    output_token_details: Option<RawModalities>,
+/// A details object: absent or null is empty; anything but an object is malformed.
+fn details<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a Map<String, Value>>, UsageError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(_) => Err(UsageError::Malformed(format!("`{key}` is not an object"))),
+    }
+}
+
+/// The details object of the first key present (the shapes name them differently).
+fn first_details<'a>(obj: &'a Map<String, Value>, keys: &[&str]) -> Result<Option<&'a Map<String, Value>>, UsageError> {
+    for key in keys {
+        if let Some(d) = details(obj, key)? {
+            return Ok(Some(d));
+        }
+    }
+    Ok(None)
+}
+
+fn detail(d: Option<&Map<String, Value>>, key: &str) -> Result<Option<u64>, UsageError> {
+    d.map_or(Ok(None), |d| count(d, key))
 }
 
 /// Takes `part` out of `*rest`, never more than is left: malformed details
@@ -91,59 +101,44 @@ fn take(rest: &mut u64, part: Option<u64>) -> u64 {
 impl Usage {
     /// Parses a `usage` JSON object of any of the supported shapes.
     pub fn from_json(bytes: &[u8]) -> Result<Usage, UsageError> {
-        let raw: RawUsage =
-            serde_json::from_slice(bytes).map_err(|e| UsageError::Malformed(e.to_string()))?;
-        Usage::from_raw(raw)
-    }
-
-    fn from_raw(raw: RawUsage) -> Result<Usage, UsageError> {
-        let input_total = raw.input_tokens.or(raw.prompt_tokens);
-        let output_total = raw.output_tokens.or(raw.completion_tokens);
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| UsageError::Malformed(e.to_string()))?;
+        let Value::Object(obj) = value else {
+            return Err(UsageError::Malformed("usage is not an object".into()));
+        };
+        let input_total = count(&obj, "input_tokens")?.or(count(&obj, "prompt_tokens")?);
+        let output_total = count(&obj, "output_tokens")?.or(count(&obj, "completion_tokens")?);
         if input_total.is_none() && output_total.is_none() {
             return Err(UsageError::NoTokenCounts);
         }
-        let input_details = raw
-            .input_token_details
-            .or(raw.input_tokens_details)
-            .or(raw.prompt_tokens_details)
-            .unwrap_or_default();
-        let output_details = raw
-            .output_token_details
-            .or(raw.output_tokens_details)
-            .or(raw.completion_tokens_details)
-            .unwrap_or_default();
+        let input_details = first_details(&obj, &["input_token_details", "input_tokens_details", "prompt_tokens_details"])?;
+        let output_details =
+            first_details(&obj, &["output_token_details", "output_tokens_details", "completion_tokens_details"])?;
+        let cached_details = input_details.map_or(Ok(None), |d| details(d, "cached_tokens_details"))?;
 
         let mut usage = Usage::default();
-
         // Input: cached parts first (most specific), then uncached audio and
         // image, and whatever is left is text.
         let mut rest = input_total.unwrap_or(0);
-        let mut cached = take(&mut rest, input_details.cached_tokens);
-        match &input_details.cached_tokens_details {
+        let mut cached = take(&mut rest, detail(input_details, "cached_tokens")?);
+        match cached_details {
             Some(cd) => {
-                usage.cached_audio_input = take(&mut cached, cd.audio_tokens);
-                usage.cached_image_input = take(&mut cached, cd.image_tokens);
+                usage.cached_audio_input = take(&mut cached, count(cd, "audio_tokens")?);
+                usage.cached_image_input = take(&mut cached, count(cd, "image_tokens")?);
                 usage.cached_text_input = cached;
             }
             // Without a breakdown, cached tokens are text (Chat, Responses).
             None => usage.cached_text_input = cached,
         }
-        let audio = input_details
-            .audio_tokens
-            .map(|a| a.saturating_sub(usage.cached_audio_input));
+        let audio = detail(input_details, "audio_tokens")?.map(|a| a.saturating_sub(usage.cached_audio_input));
         usage.audio_input = take(&mut rest, audio);
-        let image = input_details
-            .image_tokens
-            .map(|i| i.saturating_sub(usage.cached_image_input));
+        let image = detail(input_details, "image_tokens")?.map(|i| i.saturating_sub(usage.cached_image_input));
         usage.image_input = take(&mut rest, image);
         usage.text_input = rest;
 
         let mut rest = output_total.unwrap_or(0);
-        usage.audio_output = take(&mut rest, output_details.audio_tokens);
+        usage.audio_output = take(&mut rest, detail(output_details, "audio_tokens")?);
         usage.text_output = rest;
-        usage.reasoning_output = output_details.reasoning_tokens.unwrap_or(0).min(rest);
-        let _ = output_details.text_tokens; // implied by total − audio
-        let _ = input_details.text_tokens; // implied by total − other parts
+        usage.reasoning_output = detail(output_details, "reasoning_tokens")?.unwrap_or(0).min(rest);
         Ok(usage)
     }
 }

@@ -1,0 +1,33 @@
+//! Runs one fixed core workload once, for instruction counting under
+//! valgrind (tests/integration/test_perf_guard.py): deterministic, unlike wall time.
+//!   hotpath none|json_1mib|sse_200|realtime|small_request
+
+#[path = "../benches/workloads.rs"]
+mod workloads;
+
+use workloads::*;
+
+fn main() {
+    let which = std::env::args().nth(1).unwrap_or_default();
+    // Inputs are built for every workload (even `none`), so they cancel out in the difference.
+    let json = chat_json(1 << 20);
+    let sse = chat_sse(200);
+    let rt = realtime_stream(5, 20, 150_000);
+    let config = costguard::config::Config::parse(b"{}").unwrap_or_else(|_| unreachable!());
+    let small = chat_json(300);
+    let ok = match which.as_str() {
+        "none" => true,
+        "json_1mib" => meter(costguard::meter::BodyKind::Json, &json),
+        "sse_200" => meter(costguard::meter::BodyKind::EventStream, &sse),
+        "realtime" => realtime(&rt) > 0,
+        "small_request" => (0..100).all(|_| small_request(&config, &small) > 0),
+        other => {
+            eprintln!("unknown workload {other}");
+            std::process::exit(2);
+        }
+    };
+    println!("{which} {} {} {} {}", json.len(), sse.len(), rt.len(), ok);
+    if !ok {
+        std::process::exit(1);
+    }
+}

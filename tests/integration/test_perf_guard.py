@@ -1,0 +1,48 @@
+"""A deterministic guard on the core's hot paths: instructions counted by
+valgrind (callgrind) on fixed inputs, net of the same program doing no work.
+Instruction counts do not depend on machine load, so this cannot flake on a
+noisy box; the budgets leave ~40% headroom over the measured counts, enough
+for compiler drift, not for a regression such as parsing whole bodies."""
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import ROOT
+
+HOTPATH = ROOT / "target" / "release" / "examples" / "hotpath"
+
+# workload: (units of work, unit name, budget of instructions per unit, measured when set)
+BUDGETS = {
+    "json_1mib": (None, "byte", 10.0),       # measured 6.7 / byte
+    "sse_200": (200, "event", 10_000.0),     # measured 7.1k / event
+    "realtime": (None, "byte", 1.0),         # measured 0.55 / byte (audio deltas skipped after their type)
+    "small_request": (100, "request", 28_000.0),  # measured 19.4k / request
+}
+
+
+def instructions(workload):
+    r = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", str(HOTPATH), workload],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    collected = int(re.search(r"Collected : (\d+)", r.stderr).group(1))
+    sizes = r.stdout.split()
+    return collected, {"json_1mib": int(sizes[1]), "sse_200": int(sizes[2]), "realtime": int(sizes[3])}
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_hot_path_instruction_budgets():
+    assert HOTPATH.exists(), "run `make test` (it builds target/release/examples/hotpath)"
+    baseline, sizes = instructions("none")
+    report = []
+    failures = []
+    for workload, (units, unit, budget) in BUDGETS.items():
+        total, _ = instructions(workload)
+        n = units or sizes[workload]
+        per_unit = (total - baseline) / n
+        report.append(f"{workload}: {per_unit:,.2f} instructions per {unit} (budget {budget:,})")
+        if per_unit > budget:
+            failures.append(report[-1])
+    print("\n".join(report))
+    assert not failures, failures
