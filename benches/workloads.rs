@@ -40,7 +40,10 @@ fn ws_text(payload: &[u8]) -> Vec<u8> {
 /// Server→client Realtime frames: `responses` × (`deltas` audio deltas of `delta_bytes`, one response.done).
 pub fn realtime_stream(responses: usize, deltas: usize, delta_bytes: usize) -> Vec<u8> {
     let mut out = ws_text(br#"{"type":"session.created","session":{"model":"gpt-realtime"}}"#);
-    let delta = format!(r#"{{"type":"response.output_audio.delta","response_id":"r","delta":"{}"}}"#, "A".repeat(delta_bytes));
+    let delta = format!(
+        r#"{{"type":"response.output_audio.delta","response_id":"r","delta":"{}"}}"#,
+        "A".repeat(delta_bytes)
+    );
     for _ in 0..responses {
         for _ in 0..deltas {
             out.extend(ws_text(delta.as_bytes()));
@@ -73,7 +76,9 @@ impl RealtimeEnv for Env {
 }
 
 pub fn realtime(body: &[u8]) -> Micros {
-    let mut env = Env(Config::parse(br#"{"session":{"budget_usd":1000000}}"#).unwrap_or_else(|_| unreachable!()));
+    let mut env =
+        Env(Config::parse(br#"{"session":{"budget_usd":1000000}}"#)
+            .unwrap_or_else(|_| unreachable!()));
     let cfg = env.0.session.clone();
     let mut s = RealtimeSession::new("s".into(), "gpt-realtime".into(), 0);
     for chunk in body.chunks(CHUNK) {
@@ -82,7 +87,8 @@ pub fn realtime(body: &[u8]) -> Micros {
     s.spend
 }
 
-pub const SMALL_REQUEST: &[u8] = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+pub const SMALL_REQUEST: &[u8] =
+    br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
 
 /// The core work of one small non-streaming request: inspect the request, meter and price the response.
 pub fn small_request(config: &Config, response: &[u8]) -> Micros {
@@ -91,7 +97,13 @@ pub fn small_request(config: &Config, response: &[u8]) -> Micros {
     m.feed(response);
     match m.finish() {
         costguard::meter::Metered::Usage { model, usage } => {
-            exchange::price(&config.prices, model.as_deref(), request.model.as_deref(), &usage).cost
+            exchange::price(
+                &config.prices,
+                model.as_deref(),
+                request.model.as_deref(),
+                &usage,
+            )
+            .cost
         }
         _ => 0,
     }

@@ -9,8 +9,8 @@ pub struct HeaderPairs {
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
-    let b = bytes.get(at..at + 4)?;
-    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+    Some(u32::from_le_bytes(b) as usize)
 }
 
 impl HeaderPairs {

@@ -69,7 +69,9 @@ pub fn parse_decimal_units(text: &str, decimals: u32) -> Result<u64, DecimalErro
         return Ok(0);
     }
     if shift + trailing_zeros < 0 {
-        return Err(DecimalError::TooPrecise { max_decimals: decimals });
+        return Err(DecimalError::TooPrecise {
+            max_decimals: decimals,
+        });
     }
     let mut value: u64 = 0;
     for b in significant.bytes() {
@@ -87,7 +89,10 @@ pub fn parse_decimal_units(text: &str, decimals: u32) -> Result<u64, DecimalErro
 
 /// Converts a JSON number from configuration into exact units, through
 /// its decimal text (what the operator wrote), never float arithmetic.
-pub fn json_number_to_units(value: &serde_json::Number, decimals: u32) -> Result<u64, DecimalError> {
+pub fn json_number_to_units(
+    value: &serde_json::Number,
+    decimals: u32,
+) -> Result<u64, DecimalError> {
     parse_decimal_units(&value.to_string(), decimals)
 }
 
@@ -150,7 +155,10 @@ mod tests {
         assert_eq!(json("0.00001"), Ok(10));
         assert_eq!(json("1e-5"), Ok(10));
         assert_eq!(json("1.5E2"), Ok(150_000_000));
-        assert_eq!(json("1e-7"), Err(DecimalError::TooPrecise { max_decimals: 6 }));
+        assert_eq!(
+            json("1e-7"),
+            Err(DecimalError::TooPrecise { max_decimals: 6 })
+        );
         assert_eq!(json("-2"), Err(DecimalError::Negative));
         assert_eq!(json("1e30"), Err(DecimalError::TooLarge));
     }

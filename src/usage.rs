@@ -68,7 +68,10 @@ fn count(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, UsageError>
 }
 
 /// A details object: absent or null is empty; anything but an object is malformed.
-fn details<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a Map<String, Value>>, UsageError> {
+fn details<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+) -> Result<Option<&'a Map<String, Value>>, UsageError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) => Ok(Some(m)),
@@ -77,7 +80,10 @@ fn details<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a Map<
 }
 
 /// The details object of the first key present (the shapes name them differently).
-fn first_details<'a>(obj: &'a Map<String, Value>, keys: &[&str]) -> Result<Option<&'a Map<String, Value>>, UsageError> {
+fn first_details<'a>(
+    obj: &'a Map<String, Value>,
+    keys: &[&str],
+) -> Result<Option<&'a Map<String, Value>>, UsageError> {
     for key in keys {
         if let Some(d) = details(obj, key)? {
             return Ok(Some(d));
@@ -101,7 +107,8 @@ fn take(rest: &mut u64, part: Option<u64>) -> u64 {
 impl Usage {
     /// Parses a `usage` JSON object of any of the supported shapes.
     pub fn from_json(bytes: &[u8]) -> Result<Usage, UsageError> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| UsageError::Malformed(e.to_string()))?;
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| UsageError::Malformed(e.to_string()))?;
         let Value::Object(obj) = value else {
             return Err(UsageError::Malformed("usage is not an object".into()));
         };
@@ -110,10 +117,24 @@ impl Usage {
         if input_total.is_none() && output_total.is_none() {
             return Err(UsageError::NoTokenCounts);
         }
-        let input_details = first_details(&obj, &["input_token_details", "input_tokens_details", "prompt_tokens_details"])?;
-        let output_details =
-            first_details(&obj, &["output_token_details", "output_tokens_details", "completion_tokens_details"])?;
-        let cached_details = input_details.map_or(Ok(None), |d| details(d, "cached_tokens_details"))?;
+        let input_details = first_details(
+            &obj,
+            &[
+                "input_token_details",
+                "input_tokens_details",
+                "prompt_tokens_details",
+            ],
+        )?;
+        let output_details = first_details(
+            &obj,
+            &[
+                "output_token_details",
+                "output_tokens_details",
+                "completion_tokens_details",
+            ],
+        )?;
+        let cached_details =
+            input_details.map_or(Ok(None), |d| details(d, "cached_tokens_details"))?;
 
         let mut usage = Usage::default();
         // Input: cached parts first (most specific), then uncached audio and
@@ -129,16 +150,20 @@ impl Usage {
             // Without a breakdown, cached tokens are text (Chat, Responses).
             None => usage.cached_text_input = cached,
         }
-        let audio = detail(input_details, "audio_tokens")?.map(|a| a.saturating_sub(usage.cached_audio_input));
+        let audio = detail(input_details, "audio_tokens")?
+            .map(|a| a.saturating_sub(usage.cached_audio_input));
         usage.audio_input = take(&mut rest, audio);
-        let image = detail(input_details, "image_tokens")?.map(|i| i.saturating_sub(usage.cached_image_input));
+        let image = detail(input_details, "image_tokens")?
+            .map(|i| i.saturating_sub(usage.cached_image_input));
         usage.image_input = take(&mut rest, image);
         usage.text_input = rest;
 
         let mut rest = output_total.unwrap_or(0);
         usage.audio_output = take(&mut rest, detail(output_details, "audio_tokens")?);
         usage.text_output = rest;
-        usage.reasoning_output = detail(output_details, "reasoning_tokens")?.unwrap_or(0).min(rest);
+        usage.reasoning_output = detail(output_details, "reasoning_tokens")?
+            .unwrap_or(0)
+            .min(rest);
         Ok(usage)
     }
 }

@@ -28,6 +28,9 @@ proxy_wasm::main! {{
 
 /// Root tick: refreshes the gauges and sweeps idle sessions.
 const TICK_MS: u32 = 1000;
+/// How stale this VM's view of the global window may be at admission: a
+/// breaker trip reaches every worker within this time.
+const GLOBAL_MAX_AGE_MS: u64 = 100;
 /// Session slots each VM examines per tick for idle sessions.
 const SWEEP_BATCH: u32 = 256;
 
@@ -43,8 +46,8 @@ struct ResetDeadline {
 struct Shared {
     config: Config,
     metrics: RefCell<Metrics>,
-    /// The breaker is open until then (as last seen by this VM).
-    breaker_open_until_ms: Cell<u64>,
+    /// The global window as last read or written by this VM, and when.
+    global_seen: Cell<Option<(budget::GlobalState, u64)>>,
     /// Realtime streams by context id.
     realtime_deadlines: RefCell<HashMap<u32, ResetDeadline>>,
 }
@@ -54,9 +57,23 @@ impl Shared {
         self.metrics.borrow_mut()
     }
 
+    /// The global window for admission: read from shared data at most every
+    /// [`GLOBAL_MAX_AGE_MS`] (this VM's own bookings refresh it too), so
+    /// requests rarely pay a host call for it.
+    fn global_state(&self, now_ms: u64) -> Result<budget::GlobalState, budget::StoreError> {
+        if let Some((state, at)) = self.global_seen.get() {
+            if now_ms.saturating_sub(at) < GLOBAL_MAX_AGE_MS {
+                return Ok(state);
+            }
+        }
+        let state = budget::read_global(&SharedData)?;
+        self.global_seen.set(Some((state, now_ms)));
+        Ok(state)
+    }
+
     /// Publishes the global window's state to the gauges.
     fn publish_global(&self, state: &budget::GlobalState, now_ms: u64) {
-        self.breaker_open_until_ms.set(state.open_until_ms);
+        self.global_seen.set(Some((*state, now_ms)));
         let m = self.metrics();
         m.breaker_open
             .record(u64::from(state.open_for_ms(now_ms).is_some()));
@@ -78,7 +95,7 @@ impl Shared {
                     );
                 }
                 // Gauges follow on the tick (at most 1 s late); a trip shows at once.
-                self.breaker_open_until_ms.set(added.state.open_until_ms);
+                self.global_seen.set(Some((added.state, now_ms)));
                 if added.tripped {
                     self.publish_global(&added.state, now_ms);
                 }
@@ -130,7 +147,11 @@ impl RealtimeEnv for RealtimeHost<'_> {
     }
     fn breaker_closes_sessions(&self) -> bool {
         self.shared.config.global.close_active_sessions
-            && self.shared.breaker_open_until_ms.get() > self.now_ms
+            && self
+                .shared
+                .global_seen
+                .get()
+                .is_some_and(|(state, _)| state.open_for_ms(self.now_ms).is_some())
     }
     fn random_mask(&mut self) -> [u8; 4] {
         host::random_bytes()
@@ -179,7 +200,7 @@ impl RootContext for Root {
         self.shared = Some(Rc::new(Shared {
             config,
             metrics: RefCell::new(metrics),
-            breaker_open_until_ms: Cell::new(0),
+            global_seen: Cell::new(None),
             realtime_deadlines: RefCell::new(HashMap::new()),
         }));
         if let Err(e) = host::set_tick_period_ms(TICK_MS) {
@@ -192,6 +213,7 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         let Some(shared) = &self.shared else { return };
         let now = host::now_ms();
+        shared.metrics().flush();
         if let Ok(state) = budget::read_global(&SharedData) {
             shared.publish_global(&state, now);
         }
@@ -285,7 +307,7 @@ impl Stream {
     /// Admission: the breaker, then the session's budget. `Err` holds the
     /// reply that refuses the request.
     fn admit(&mut self, headers: &HeaderPairs, now: u64) -> Result<(), LocalReply> {
-        match budget::read_global(&SharedData) {
+        match self.shared.global_state(now) {
             Ok(state) => {
                 if let Some(open_ms) = state.open_for_ms(now) {
                     self.shared.metrics().rejected_circuit_open.inc();

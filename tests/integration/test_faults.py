@@ -37,7 +37,7 @@ def assert_recovered(envoy, d, spend_before_fault):
     assert r.status_code == 200
     wait_until(lambda: envoy.stat("costguard.sessions.active") == 0, what="sessions.active back to 0")
     time.sleep(0.3)  # nothing more may arrive late
-    assert d.get("costguard.cost_micro_usd") == spend_before_fault
+    d.wait("costguard.cost_micro_usd", spend_before_fault)
 
 
 def frame(opcode, payload, mask=None, rsv=0, length=None):
@@ -92,7 +92,7 @@ def test_upstream_errors_cost_nothing(envoy):
     for status in (500, 503, 429):
         r = chat(envoy, model="gpt-5", usage=CHAT_DOLLAR, headers={"x-sim-status": str(status)})
         assert r.status_code == status and r.json()["error"]["message"]
-    wait_until(lambda: d.get("costguard.requests") == 3, what="requests counted")
+    wait_until(lambda: d.get("costguard.requests") >= 3, what="requests counted")
     assert d.get("costguard.usage.missing") == 0 and d.get("costguard.usage.parse_errors") == 0
     assert_recovered(envoy, d, 0)
 
@@ -136,7 +136,7 @@ def test_ws_upstream_resets_after_a_priced_response(envoy, sim):
         code, _, _ = closed_by(ws)
     assert code == 1006
     d.wait("costguard.sessions.aborted", 1)
-    assert d.get("costguard.sessions.ended") == 1
+    d.wait("costguard.sessions.ended", 1)
     assert_recovered(envoy, d, 2_000_000)
 
 

@@ -42,10 +42,10 @@ def test_seed_examples_priced_exactly(seed_envoy, model, usage, expected_micros)
     assert r.status_code == 200
     assert r.json()["usage"]["prompt_tokens"] == usage["prompt_tokens"]
     d.wait("costguard.cost_micro_usd", expected_micros)
-    assert d.get(f"costguard.model.{model}.cost_micro_usd") == expected_micros
-    assert d.get(f"costguard.model.{model}.input_tokens") == usage["prompt_tokens"]
-    assert d.get(f"costguard.model.{model}.output_tokens") == usage["completion_tokens"]
-    assert d.get("costguard.requests") == 1
+    d.wait(f"costguard.model.{model}.cost_micro_usd", expected_micros)
+    d.wait(f"costguard.model.{model}.input_tokens", usage["prompt_tokens"])
+    d.wait(f"costguard.model.{model}.output_tokens", usage["completion_tokens"])
+    d.wait("costguard.requests", 1)
 
 
 def test_builtin_prices_with_cached_and_audio_tokens(builtin_envoy):
@@ -56,8 +56,8 @@ def test_builtin_prices_with_cached_and_audio_tokens(builtin_envoy):
     assert chat(builtin_envoy, model="gpt-4o", usage=usage).status_code == 200
     # 6,000 × $2.50 + 4,000 × $1.25 (cached) + 1,000 × $10 (reasoning included), per 1M.
     d.wait("costguard.cost_micro_usd", 15_000 + 5_000 + 10_000)
-    assert d.get("costguard.model.gpt-4o.cached_input_tokens") == 4_000
-    assert d.get("costguard.model.gpt-4o.input_tokens") == 10_000
+    d.wait("costguard.model.gpt-4o.cached_input_tokens", 4_000)
+    d.wait("costguard.model.gpt-4o.input_tokens", 10_000)
 
 
 def test_dated_model_names_match_longest_prefix(builtin_envoy):
@@ -67,8 +67,8 @@ def test_dated_model_names_match_longest_prefix(builtin_envoy):
     chat(builtin_envoy, model="gpt-5-2025-08-07", usage=usage)
     # gpt-5-mini $0.25 + $2.00; gpt-5 $1.25 + $10.00.
     d.wait("costguard.cost_micro_usd", 2_250_000 + 11_250_000)
-    assert d.get("costguard.model.gpt-5-mini.cost_micro_usd") == 2_250_000
-    assert d.get("costguard.model.gpt-5.cost_micro_usd") == 11_250_000
+    d.wait("costguard.model.gpt-5-mini.cost_micro_usd", 2_250_000)
+    d.wait("costguard.model.gpt-5.cost_micro_usd", 11_250_000)
 
 
 def test_unknown_model_priced_by_unknown_model_and_counted(builtin_envoy):
@@ -76,8 +76,8 @@ def test_unknown_model_priced_by_unknown_model_and_counted(builtin_envoy):
     chat(builtin_envoy, model="mystery-model-9", usage={"prompt_tokens": 100_000, "completion_tokens": 100_000})
     # Default unknown_model: $10 in / $40 out per 1M.
     d.wait("costguard.cost_micro_usd", 1_000_000 + 4_000_000)
-    assert d.get("costguard.model.unknown.cost_micro_usd") == 5_000_000
-    assert d.get("costguard.usage.unknown_model") == 1
+    d.wait("costguard.model.unknown.cost_micro_usd", 5_000_000)
+    d.wait("costguard.usage.unknown_model", 1)
 
 
 def test_responses_and_embeddings_apis(builtin_envoy, sim):
@@ -94,7 +94,7 @@ def test_responses_and_embeddings_apis(builtin_envoy, sim):
                       headers={"x-sim-usage": json.dumps({"prompt_tokens": 1_000_000, "total_tokens": 1_000_000})})
     assert r.status_code == 200
     d.wait("costguard.model.text-embedding-3-small.cost_micro_usd", 20_000)
-    assert d.get("costguard.cost_micro_usd") == 3_300_000 + 20_000
+    d.wait("costguard.cost_micro_usd", 3_300_000 + 20_000)
 
 
 @pytest.mark.parametrize("kind,stat", [

@@ -86,11 +86,11 @@ def test_seed_flow_warning_then_1008_at_the_budget(envoy, sim):
     # The upstream connection ends too.
     wait_until(lambda: sim.tally()["ws_open"] == 0, what="simulator connection to end")
     d.wait("costguard.sessions.ended", 1)
-    assert d.get("costguard.cost_micro_usd") == 6_300_000
-    assert d.get("costguard.model.gpt-realtime.cost_micro_usd") == 6_300_000
-    assert d.get("costguard.sessions.started") == 1
-    assert d.get("costguard.sessions.warned") == 1
-    assert d.get("costguard.sessions.budget_exceeded") == 1
+    d.wait("costguard.cost_micro_usd", 6_300_000)
+    d.wait("costguard.model.gpt-realtime.cost_micro_usd", 6_300_000)
+    d.wait("costguard.sessions.started", 1)
+    d.wait("costguard.sessions.warned", 1)
+    d.wait("costguard.sessions.budget_exceeded", 1)
     assert envoy.stat("costguard.sessions.active") == 0
     entry = wait_until(lambda: [x for x in envoy.access_log_entries() if x["costguard_session_id"] == sid],
                        what="access log entry")
@@ -123,8 +123,8 @@ def test_audio_tokens_at_audio_prices(start_envoy):
         # gpt-realtime: 600k text in × $4 + 400k audio in × $32 + 100k text out × $16 + 200k audio out × $64
         respond(ws, rt_usage(1_000_000, 300_000, audio_in=400_000, audio_out=200_000))
     e.wait_stat("costguard.cost_micro_usd", 2_400_000 + 12_800_000 + 1_600_000 + 12_800_000)
-    assert e.stat("costguard.model.gpt-realtime.audio_input_tokens") == 400_000
-    assert e.stat("costguard.model.gpt-realtime.audio_output_tokens") == 200_000
+    e.wait_stat("costguard.model.gpt-realtime.audio_input_tokens", 400_000)
+    e.wait_stat("costguard.model.gpt-realtime.audio_output_tokens", 200_000)
 
 
 def test_model_from_session_updated(envoy):
@@ -179,7 +179,7 @@ def test_foreign_origin_is_refused(start_envoy):
     assert json.loads(refused.value.response.body)["error"]["code"] == "origin_not_allowed"
     with open_session(e, headers={"Origin": "https://app.example"}) as ws:
         assert recv_json(ws)["type"] == "session.created"
-    assert e.stat("costguard.rejected.origin") == 1
+    e.wait_stat("costguard.rejected.origin", 1)
 
 
 def test_upgrade_refused_while_the_breaker_is_open(start_envoy):

@@ -121,7 +121,7 @@ def test_soak(start_envoy, sim):
     expected = sum(price(r["model"], r["usage"]) for r in reported)
     d.wait("costguard.cost_micro_usd", expected)
     wait_until(lambda: envoy.stat("costguard.sessions.active") == 0, what="sessions to end")
-    assert d.get("costguard.sessions.ended") == counts["ws"]
+    d.wait("costguard.sessions.ended", counts["ws"])
     assert d.get("costguard.usage.missing") == 0
     assert d.get("costguard.usage.parse_errors") == 0
     assert rss["end"] - rss.get("warm", rss["end"]) < RSS_GROWTH_BOUND_KIB
