@@ -24,7 +24,7 @@ use crate::config::{GlobalConfig, SessionConfig};
 use crate::money::Micros;
 use sha2::{Digest, Sha256};
 
-pub const KEY_GLOBAL: &str = "costguard/v1/global";
+pub const KEY_GLOBAL: &str = "costguard/v2/global";
 pub const KEY_SWEEP: &str = "costguard/v1/sweep";
 /// How many slots a session may live in, from its home slot on.
 pub const PROBES: u32 = 8;
@@ -109,6 +109,18 @@ pub struct GlobalState {
     /// The breaker is open while `now < open_until_ms`.
     pub open_until_ms: u64,
     pub trips: u64,
+    /// Fleet store (`global_store`): spend not yet reported.
+    pub unreported: Micros,
+    /// Spend in the report now in flight, and since when.
+    pub in_flight: Micros,
+    pub in_flight_since_ms: u64,
+    /// The fleet's spend in the store's window, as its last reply said, until it resets.
+    pub fleet_spend: Micros,
+    pub fleet_reset_at_ms: u64,
+    /// Failed reports in a row (0: the store is healthy).
+    pub store_errors: u64,
+    /// Hits the store still accepts in its window, as its last reply said.
+    pub fleet_remaining_hits: u64,
 }
 
 impl Record for GlobalState {
@@ -118,18 +130,33 @@ impl Record for GlobalState {
             self.window_spend,
             self.open_until_ms,
             self.trips,
+            self.unreported,
+            self.in_flight,
+            self.in_flight_since_ms,
+            self.fleet_spend,
+            self.fleet_reset_at_ms,
+            self.store_errors,
+            self.fleet_remaining_hits,
         ]
         .iter()
         .flat_map(|v| v.to_le_bytes())
         .collect()
     }
     fn decode(bytes: &[u8]) -> Option<Self> {
-        let [window_start_ms, window_spend, open_until_ms, trips] = read_u64s::<4>(bytes)?;
+        let [window_start_ms, window_spend, open_until_ms, trips, unreported, in_flight, in_flight_since_ms, fleet_spend, fleet_reset_at_ms, store_errors, fleet_remaining_hits] =
+            read_u64s::<11>(bytes)?;
         Some(GlobalState {
             window_start_ms,
             window_spend,
             open_until_ms,
             trips,
+            unreported,
+            in_flight,
+            in_flight_since_ms,
+            fleet_spend,
+            fleet_reset_at_ms,
+            store_errors,
+            fleet_remaining_hits,
         })
     }
 }
@@ -143,6 +170,29 @@ impl GlobalState {
             0
         }
     }
+    /// The fleet's spend as this process knows it: what the store last said
+    /// (until its window resets) plus what is not yet acknowledged.
+    pub fn fleet_spend_at(&self, now_ms: u64) -> Micros {
+        let acknowledged = if now_ms < self.fleet_reset_at_ms {
+            self.fleet_spend
+        } else {
+            0
+        };
+        acknowledged
+            .saturating_add(self.unreported)
+            .saturating_add(self.in_flight)
+    }
+
+    /// Opens the breaker at `now` until `until_ms` unless it is open already.
+    pub fn trip(&mut self, until_ms: u64, now_ms: u64) -> bool {
+        if self.open_for_ms(now_ms).is_some() {
+            return false;
+        }
+        self.open_until_ms = until_ms;
+        self.trips += 1;
+        true
+    }
+
     /// Milliseconds until the breaker closes, if it is open at `now`.
     pub fn open_for_ms(&self, now_ms: u64) -> Option<u64> {
         (now_ms < self.open_until_ms).then(|| self.open_until_ms - now_ms)
@@ -183,12 +233,14 @@ pub fn read_global<S: Store + ?Sized>(store: &S) -> Result<GlobalState, StoreErr
 }
 
 /// Adds `cost` to the window containing `now`; opens the breaker when the
-/// window's spend reaches the budget.
+/// window's spend reaches the budget. With a fleet store (`fleet`), the cost
+/// also waits to be reported, and the fleet's known spend counts too.
 pub fn add_global_spend<S: Store + ?Sized>(
     store: &S,
     cfg: &GlobalConfig,
     cost: Micros,
     now_ms: u64,
+    fleet: bool,
 ) -> Result<GlobalAdd, StoreError> {
     let mut tripped = false;
     let (_, after) = update::<S, GlobalState>(store, KEY_GLOBAL, |current| {
@@ -199,11 +251,12 @@ pub fn add_global_spend<S: Store + ?Sized>(
             s.window_spend = 0;
         }
         s.window_spend = s.window_spend.saturating_add(cost);
-        tripped = s.open_for_ms(now_ms).is_none() && s.window_spend >= cfg.budget;
-        if tripped {
-            s.open_until_ms = close_time(cfg, now_ms);
-            s.trips += 1;
+        if fleet {
+            s.unreported = s.unreported.saturating_add(cost);
         }
+        let over =
+            s.window_spend >= cfg.budget || (fleet && s.fleet_spend_at(now_ms) >= cfg.budget);
+        tripped = over && s.trip(close_time(cfg, now_ms), now_ms);
         Some(s)
     })?;
     Ok(GlobalAdd {
@@ -650,10 +703,10 @@ pub mod tests {
         let hook_cfg = c.global.clone();
         *store.before_set.borrow_mut() = Some(Box::new(move |s: &MemStore, key: &str| {
             if key == KEY_GLOBAL && !fired.replace(true) {
-                add_global_spend(s, &hook_cfg, 7, 0).unwrap();
+                add_global_spend(s, &hook_cfg, 7, 0, false).unwrap();
             }
         }));
-        add_global_spend(&store, &c.global, 5, 0).unwrap();
+        add_global_spend(&store, &c.global, 5, 0, false).unwrap();
         *store.before_set.borrow_mut() = None;
         assert_eq!(read_global(&store).unwrap().window_spend, 12);
         assert!(store.conflicts.get() >= 1);
@@ -701,7 +754,7 @@ pub mod tests {
         *store.before_set.borrow_mut() = Some(Box::new(move |s: &MemStore, key: &str| {
             if trigger.replace(false) {
                 if key == KEY_GLOBAL {
-                    add_global_spend(s, &g2, 1, 0).unwrap();
+                    add_global_spend(s, &g2, 1, 0, false).unwrap();
                 } else {
                     add_session_spend(s, &h2, 1, 0).unwrap();
                 }
@@ -711,7 +764,7 @@ pub mod tests {
             armed.set(true);
             add_session_spend(&store, &handle, 10, 0).unwrap();
             armed.set(true);
-            add_global_spend(&store, &c.global, 10, 0).unwrap();
+            add_global_spend(&store, &c.global, 10, 0, false).unwrap();
         }
         assert_eq!(store.conflicts.get(), 200);
         *store.before_set.borrow_mut() = None;
@@ -727,7 +780,7 @@ pub mod tests {
         let g = &c.global;
         let store = MemStore::default();
         let t0 = 1_700_000_000_000; // a window boundary
-        let add = |cost, t| add_global_spend(&store, g, cost, t).unwrap();
+        let add = |cost, t| add_global_spend(&store, g, cost, t, false).unwrap();
         assert!(!add(6_000_000, t0 + 1_000).tripped);
         let r = add(4_000_000, t0 + 2_000);
         assert!(r.tripped, "reaching the budget opens it");
@@ -833,9 +886,16 @@ pub mod tests {
             window_spend: 2,
             open_until_ms: 3,
             trips: 4,
+            unreported: 5,
+            in_flight: 6,
+            in_flight_since_ms: 7,
+            fleet_spend: 8,
+            fleet_reset_at_ms: 9,
+            store_errors: 10,
+            fleet_remaining_hits: 11,
         };
         assert_eq!(GlobalState::decode(&g.encode()), Some(g));
-        assert_eq!(GlobalState::decode(&[0; 31]), None);
+        assert_eq!(GlobalState::decode(&[0; 32]), None);
         let s = SessionSlot {
             fingerprint: [7; 16],
             spend: 9,

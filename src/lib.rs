@@ -7,6 +7,7 @@
 pub mod budget;
 pub mod config;
 pub mod exchange;
+pub mod fleet;
 pub mod headers;
 pub mod json_scan;
 pub mod meter;

@@ -62,8 +62,28 @@ def upstream_cluster(url):
     return cluster, (u.hostname if tls else None)
 
 
+def rls_cluster(name, host, port):
+    """A rate-limit service cluster (gRPC: HTTP/2) for costguard's `global_store.rls_cluster`."""
+    return {
+        "name": name,
+        "type": "STATIC" if all(p.isdigit() for p in host.split(".")) else "STRICT_DNS",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": host, "port_value": int(port)}}}}]}],
+        },
+    }
+
+
 def render(listen=None, admin=None, upstream=None, plugin_config=None, wasm=None,
-           access_log=None, no_filter=False, address=None, base=BASE):
+           access_log=None, no_filter=False, address=None, rls=None, base=BASE):
     cfg = yaml.safe_load(Path(base).read_text())
     listener = cfg["static_resources"]["listeners"][0]
     for sock, port in ((cfg["admin"]["address"]["socket_address"], admin),
@@ -81,6 +101,9 @@ def render(listen=None, admin=None, upstream=None, plugin_config=None, wasm=None
             for vh in hcm["route_config"]["virtual_hosts"]:
                 for r in vh["routes"]:
                     r["route"]["host_rewrite_literal"] = host
+    if rls:
+        host, _, port = rls.rpartition(":")
+        cfg["static_resources"]["clusters"].append(rls_cluster("rls", host or "127.0.0.1", port))
     if access_log:
         for log in hcm.get("access_log", []):
             log["typed_config"]["path"] = str(access_log)

@@ -22,6 +22,7 @@ pub const CAS_MISMATCH: u32 = 8;
 pub enum Buffer {
     HttpRequestBody = 0,
     HttpResponseBody = 1,
+    HttpCallResponseBody = 4,
     PluginConfiguration = 7,
 }
 
@@ -30,6 +31,8 @@ pub enum Buffer {
 pub enum Map {
     RequestHeaders = 0,
     ResponseHeaders = 2,
+    HttpCallResponseHeaders = 6,
+    HttpCallResponseTrailers = 7,
 }
 
 #[derive(Clone, Copy)]

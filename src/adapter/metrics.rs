@@ -116,6 +116,7 @@ pub struct Metrics {
     pub usage_missing: Counter,
     pub usage_unknown_model: Counter,
     pub global_store_errors: Counter,
+    pub global_store_healthy: Direct,
     per_model: HashMap<String, ModelMetrics>,
 }
 
@@ -146,6 +147,7 @@ impl Metrics {
             usage_missing: c("costguard.usage.missing"),
             usage_unknown_model: c("costguard.usage.unknown_model"),
             global_store_errors: c("costguard.global_store.errors"),
+            global_store_healthy: Direct::new(Gauge, "costguard.global_store.healthy"),
             per_model: HashMap::new(),
         }
     }

@@ -7,6 +7,7 @@ mod metrics;
 use crate::budget::{self, SessionHandle, SessionKey};
 use crate::config::{Config, FailMode};
 use crate::exchange::{self, Endpoint, Injection, Priced, ResponsePlan};
+use crate::fleet;
 use crate::headers::HeaderPairs;
 use crate::meter::{Metered, ResponseMeter};
 use crate::money::{format_usd, Micros};
@@ -28,6 +29,14 @@ proxy_wasm::main! {{
 
 /// Root tick: refreshes the gauges and sweeps idle sessions.
 const TICK_MS: u32 = 1000;
+/// The root tick: every second, or faster for a fleet store that syncs faster.
+fn config_tick_ms(config: Option<&Config>) -> u32 {
+    let sync = config
+        .and_then(|c| c.global_store.as_ref())
+        .map_or(u64::from(TICK_MS), |s| s.sync_interval_ms);
+    u32::try_from(sync.min(u64::from(TICK_MS))).unwrap_or(TICK_MS)
+}
+
 /// How stale this VM's view of the global window may be at admission: a
 /// breaker trip reaches every worker within this time.
 const GLOBAL_MAX_AGE_MS: u64 = 100;
@@ -84,7 +93,9 @@ impl Shared {
     /// Books a priced response into the stats and the global window.
     fn book_global(&self, priced: &Priced, now_ms: u64) {
         self.metrics().record_priced(priced);
-        match budget::add_global_spend(&SharedData, &self.config.global, priced.cost, now_ms) {
+        let fleet = self.config.global_store.is_some();
+        match budget::add_global_spend(&SharedData, &self.config.global, priced.cost, now_ms, fleet)
+        {
             Ok(added) => {
                 if added.tripped {
                     self.metrics().breaker_trips.inc();
@@ -172,9 +183,120 @@ impl RealtimeEnv for RealtimeHost<'_> {
 #[derive(Default)]
 struct Root {
     shared: Option<Rc<Shared>>,
+    /// When this VM last tried a fleet report.
+    last_report_ms: u64,
 }
 
-impl Context for Root {}
+impl Root {
+    /// Fleet store: starts a report of this process's unreported spend when
+    /// one is due and none is in flight (in any VM).
+    fn report_to_fleet(&mut self, now: u64) {
+        let Some(shared) = &self.shared else { return };
+        let Some(store) = &shared.config.global_store else {
+            return;
+        };
+        if now.saturating_sub(self.last_report_ms) < store.sync_interval_ms {
+            return;
+        }
+        self.last_report_ms = now;
+        let hits = match fleet::begin_report(&SharedData, store, now) {
+            Ok(Some(h)) => h,
+            Ok(None) => return,
+            Err(e) => {
+                log::debug!("fleet report: {e:?}");
+                return;
+            }
+        };
+        let body = fleet::grpc_frame(&fleet::encode_report(&store.domain, hits));
+        let path = format!("/{}/{}", fleet::SERVICE, fleet::METHOD);
+        // gRPC over an HTTP callout: the SDK's own gRPC call panics on a
+        // status it does not expect (an unknown cluster), trapping the VM.
+        let sent = self.dispatch_http_call(
+            &store.rls_cluster,
+            vec![
+                (":method", "POST"),
+                (":path", &path),
+                (":authority", &store.rls_cluster),
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+            ],
+            Some(&body),
+            vec![],
+            std::time::Duration::from_millis(store.timeout_ms),
+        );
+        if let Err(e) = sent {
+            log::warn!(
+                "fleet store: cannot call cluster {} ({e:?})",
+                store.rls_cluster
+            );
+            self.fleet_outcome(None, now);
+        }
+    }
+
+    /// Books a report's outcome into the shared record and the breaker.
+    fn fleet_outcome(&self, view: Option<fleet::FleetView>, now: u64) {
+        let Some(shared) = &self.shared else { return };
+        {
+            let m = shared.metrics();
+            if view.is_none() {
+                m.global_store_errors.inc();
+            }
+            m.global_store_healthy.record(u64::from(view.is_some()));
+        }
+        match fleet::finish_report(&SharedData, &shared.config.global, view, now) {
+            Ok((state, tripped)) => {
+                if tripped {
+                    shared.metrics().breaker_trips.inc();
+                    log::warn!("circuit breaker open: the fleet reached its budget");
+                }
+                shared.publish_global(&state, now);
+            }
+            Err(e) => log::warn!("cannot book the fleet report: {e:?}"),
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        _token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let now = host::now_ms();
+        let Some(store) = self
+            .shared
+            .as_ref()
+            .and_then(|s| s.config.global_store.clone())
+        else {
+            return;
+        };
+        let headers = host::get_headers(Map::HttpCallResponseHeaders).unwrap_or_default();
+        let trailers = host::get_headers(Map::HttpCallResponseTrailers).unwrap_or_default();
+        let grpc_status = trailers
+            .get_str("grpc-status")
+            .or(headers.get_str("grpc-status"));
+        let ok = headers.get_str(":status") == Some("200") && grpc_status == Some("0");
+        let view = if ok {
+            host::get_buffer(Buffer::HttpCallResponseBody, 0, body_size)
+                .ok()
+                .and_then(|body| {
+                    fleet::grpc_unframe(&body).and_then(|m| fleet::decode_reply(m, &store))
+                })
+        } else {
+            None
+        };
+        if view.is_none() {
+            log::warn!(
+                "fleet store: report failed (status {:?}, grpc-status {:?})",
+                headers.get_str(":status"),
+                grpc_status
+            );
+        }
+        self.fleet_outcome(view, now);
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -203,7 +325,8 @@ impl RootContext for Root {
             global_seen: Cell::new(None),
             realtime_deadlines: RefCell::new(HashMap::new()),
         }));
-        if let Err(e) = host::set_tick_period_ms(TICK_MS) {
+        let tick = config_tick_ms(self.shared.as_ref().map(|s| &s.config));
+        if let Err(e) = host::set_tick_period_ms(tick) {
             log::warn!("cannot set the tick period (status {})", e.0);
         }
         log::info!("configured");
@@ -218,6 +341,8 @@ impl RootContext for Root {
             shared.publish_global(&state, now);
         }
         shared.reset_overdue_streams(now);
+        self.report_to_fleet(now);
+        let Some(shared) = &self.shared else { return };
         match budget::sweep_idle(&SharedData, &shared.config.session, SWEEP_BATCH, now) {
             Ok(0) => {}
             Ok(dropped) => shared

@@ -78,7 +78,7 @@ class Sim:
 class Envoy:
     """A real Envoy with costguard (or without, `no_filter=True`)."""
 
-    def __init__(self, upstream_port, plugin_config=None, concurrency=2, no_filter=False, wasm=WASM):
+    def __init__(self, upstream_port, plugin_config=None, concurrency=2, no_filter=False, wasm=WASM, rls=None):
         self.port = free_port()
         self.admin_port = free_port()
         self.dir = tempfile.TemporaryDirectory(prefix="costguard-envoy-")
@@ -92,6 +92,7 @@ class Envoy:
             wasm=wasm,
             access_log=self.access_log,
             no_filter=no_filter,
+            rls=rls,
         )
         self.config_path = Path(self.dir.name) / "envoy.yaml"
         self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -1,0 +1,119 @@
+//! costguard-rls-server: the Envoy rate-limit service API over Limitador + Redis.
+//!
+//!   costguard-rls-server --port N --redis redis://127.0.0.1:6379 --limit costguard:10000000:3600
+//!
+//! `--limit NAMESPACE:MAX:SECONDS` (repeatable) adds a condition-less Limitador
+//! limit: every ShouldRateLimit of that domain counts against it, by
+//! `hits_addend` (Limitador counts 0 as 1, and does not count a request that
+//! would go over). The reply carries the limit, the remaining hits and the time
+//! until the counter resets, as Envoy's own ratelimit service does. Prints
+//! "listening on 127.0.0.1:PORT" once serving.
+
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
+    rate_limit::Unit, Code, DescriptorStatus, RateLimit,
+};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
+    RateLimitService, RateLimitServiceServer,
+};
+use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use envoy_types::pb::google::protobuf::Duration as PbDuration;
+use limitador::limit::{Context, Limit};
+use limitador::storage::redis::AsyncRedisStorage;
+use limitador::AsyncRateLimiter;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+struct Service {
+    limiter: Arc<AsyncRateLimiter>,
+}
+
+fn unit_for(window: Duration) -> (Unit, u64) {
+    match window.as_secs() {
+        1 => (Unit::Second, 1),
+        60 => (Unit::Minute, 1),
+        3600 => (Unit::Hour, 1),
+        86400 => (Unit::Day, 1),
+        s => (Unit::Second, s),
+    }
+}
+
+#[tonic::async_trait]
+impl RateLimitService for Service {
+    async fn should_rate_limit(&self, request: Request<RateLimitRequest>) -> Result<Response<RateLimitResponse>, Status> {
+        let req = request.into_inner();
+        let delta = u64::from(req.hits_addend.max(1));
+        let namespace = req.domain.as_str().into();
+        let ctx = Context::default();
+        let result = self
+            .limiter
+            .check_rate_limited_and_update(&namespace, &ctx, delta)
+            .await
+            .map_err(|e| Status::unavailable(format!("limitador: {e}")))?;
+        let code = if result.limited { Code::OverLimit } else { Code::Ok };
+        let statuses = result
+            .counters
+            .iter()
+            .map(|c| {
+                let (unit, per) = unit_for(c.window());
+                DescriptorStatus {
+                    code: code as i32,
+                    current_limit: Some(RateLimit {
+                        name: c.limit().name().unwrap_or("").to_string(),
+                        requests_per_unit: u32::try_from(c.max_value() / per).unwrap_or(u32::MAX),
+                        unit: unit as i32,
+                    }),
+                    limit_remaining: u32::try_from(c.remaining().unwrap_or(c.max_value())).unwrap_or(u32::MAX),
+                    duration_until_reset: Some(PbDuration {
+                        seconds: c.expires_in().unwrap_or(c.window()).as_secs() as i64,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        Ok(Response::new(RateLimitResponse { overall_code: code as i32, statuses, ..Default::default() }))
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut port = 0u16;
+    let mut redis_url = String::from("redis://127.0.0.1:6379");
+    let mut limits = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--port" => port = args.next().and_then(|p| p.parse().ok()).ok_or("--port N")?,
+            "--redis" => redis_url = args.next().ok_or("--redis URL")?,
+            "--limit" => {
+                let spec = args.next().ok_or("--limit NAMESPACE:MAX:SECONDS")?;
+                let parts: Vec<&str> = spec.split(':').collect();
+                let [ns, max, secs] = parts[..] else { return Err("--limit NAMESPACE:MAX:SECONDS".into()) };
+                limits.push(Limit::new(ns, max.parse()?, secs.parse()?, [], []));
+            }
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    // Short timeouts: an outage must fail calls at once, not hang them for a minute.
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_millis(200))
+        .set_response_timeout(Duration::from_millis(200))
+        .set_number_of_retries(1)
+        .set_max_delay(200);
+    let client = redis::Client::open(redis_url.as_str())?;
+    let manager = ConnectionManager::new_with_config(client, config).await?;
+    let storage = AsyncRedisStorage::new_with_conn_manager(manager).await?;
+    let limiter = AsyncRateLimiter::new_with_storage(Box::new(storage));
+    for l in limits {
+        limiter.add_limit(l);
+    }
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    println!("listening on {}", listener.local_addr()?);
+    tonic::transport::Server::builder()
+        .add_service(RateLimitServiceServer::new(Service { limiter: Arc::new(limiter) }))
+        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+        .await?;
+    Ok(())
+}
