@@ -8,7 +8,7 @@ SIM     := target/release/openai-sim
 CARGO   ?= cargo
 PYTEST_ARGS ?=
 
-.PHONY: bench bench-core noop kit all build sim envoy run test unit integration validate lint fmt clean wasm-target fuzz fuzz-smoke fuzz-tools soak
+.PHONY: rls-server bench bench-core noop kit all build sim envoy run test unit integration validate lint fmt clean wasm-target fuzz fuzz-smoke fuzz-tools soak
 SOAK_SECONDS ?= 180
 FUZZ_TARGETS := sse json_body ws_server ws_client config split_invariance
 FUZZ_TIME ?= 60
@@ -28,6 +28,15 @@ sim:
 	$(CARGO) build --release -p costguard-sim
 	$(CARGO) build --release --bin costguard-check-config
 	$(CARGO) build --release --example hotpath
+
+## rls-server: the rate-limit service (Limitador + Redis) the fleet tests run against
+RLS_SERVER := tests/rls-server/target/release/costguard-rls-server
+rls-server: $(RLS_SERVER)
+$(RLS_SERVER): tests/rls-server/Cargo.toml tests/rls-server/Cargo.lock tests/rls-server/src/main.rs
+	@command -v redis-server >/dev/null && dpkg -s libclang-dev >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq redis-server clang libclang-dev)
+	cd tests/rls-server && $(CARGO) build --release && $(CARGO) test --release
+	touch $@
 
 ## kit: regenerate the Docker Compose and Kubernetes Envoy configs from envoy/envoy.yaml
 kit: envoy
@@ -54,7 +63,7 @@ unit:
 validate: build envoy
 	$(ENVOY) --mode validate -c envoy/envoy.yaml --log-level warn
 
-integration: build sim envoy
+integration: build sim envoy rls-server
 	$(PY) -m pytest tests/integration -q -p no:cacheprovider $(PYTEST_ARGS)
 
 ## noop: the do-nothing Wasm filter the benchmark compares against

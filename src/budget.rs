@@ -463,52 +463,58 @@ pub fn open_session<S: Store + ?Sized>(
                 });
             }
             // Idle too long: its state is dropped, it starts afresh in place.
-            let fresh = SessionSlot {
-                fingerprint: key.fingerprint,
-                last_seen_ms: now_ms,
-                ..SessionSlot::default()
-            };
-            match store.set(&slot_key(slot), &fresh.encode(), cas) {
-                Ok(()) => {
+            match start_in(store, key, slot, cas, now_ms)? {
+                Some(state) => {
                     return Ok(SessionOpen {
                         handle,
-                        state: fresh,
+                        state,
                         started: true,
                         evicted: false,
                         took_free_slot: false,
                     })
                 }
-                Err(StoreError::CasMismatch) => continue,
-                Err(e) => return Err(e),
+                None => continue,
             }
         }
         let Some((slot, old, cas, live)) = claim else {
             return Err(StoreError::Contended);
         };
-        let fresh = SessionSlot {
-            fingerprint: key.fingerprint,
-            last_seen_ms: now_ms,
-            ..SessionSlot::default()
-        };
-        match store.set(&slot_key(slot), &fresh.encode(), cas) {
-            Ok(()) => {
-                return Ok(SessionOpen {
-                    handle: SessionHandle {
-                        slot,
-                        key: key.clone(),
-                    },
-                    state: fresh,
-                    started: true,
-                    evicted: live,
-                    took_free_slot: old.is_free(),
-                })
-            }
-            // Someone else claimed it (maybe this very session): look again.
-            Err(StoreError::CasMismatch) => continue,
-            Err(e) => return Err(e),
+        // Someone else may claim it first (maybe this very session): then look again.
+        if let Some(state) = start_in(store, key, slot, cas, now_ms)? {
+            return Ok(SessionOpen {
+                handle: SessionHandle {
+                    slot,
+                    key: key.clone(),
+                },
+                state,
+                started: true,
+                evicted: live,
+                took_free_slot: old.is_free(),
+            });
         }
     }
     Err(StoreError::Contended)
+}
+
+/// Writes a fresh record for `key` into `slot` (CAS `cas`); None when another
+/// writer got there first.
+fn start_in<S: Store + ?Sized>(
+    store: &S,
+    key: &SessionKey,
+    slot: u32,
+    cas: u32,
+    now_ms: u64,
+) -> Result<Option<SessionSlot>, StoreError> {
+    let fresh = SessionSlot {
+        fingerprint: key.fingerprint,
+        last_seen_ms: now_ms,
+        ..SessionSlot::default()
+    };
+    match store.set(&slot_key(slot), &fresh.encode(), cas) {
+        Ok(()) => Ok(Some(fresh)),
+        Err(StoreError::CasMismatch) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Result of adding spend to a session.

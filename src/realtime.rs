@@ -280,6 +280,22 @@ pub struct RealtimeSession {
     parse_error_counted: bool,
 }
 
+/// A direction's chunk needs no parsing: everything is dropped (`drop_all`),
+/// or the stream stopped being WebSocket and passes as it is (`failed`).
+fn passthrough(chunk: &[u8], drop_all: bool, failed: bool) -> Option<Rewrite> {
+    if drop_all {
+        Some(if chunk.is_empty() {
+            Rewrite::Keep
+        } else {
+            Rewrite::Replace(Vec::new())
+        })
+    } else if failed {
+        Some(Rewrite::Keep)
+    } else {
+        None
+    }
+}
+
 /// `{"type":"budget_warning",…}`, money as JSON numbers in USD.
 pub fn budget_warning_event(session_id: &str, spend: Micros, budget: Micros) -> String {
     format!(
@@ -406,15 +422,13 @@ impl RealtimeSession {
         now_ms: u64,
         env: &mut dyn RealtimeEnv,
     ) -> Rewrite {
-        if matches!(self.phase, Phase::Closed { .. }) {
-            return if chunk.is_empty() {
-                Rewrite::Keep
-            } else {
-                Rewrite::Replace(Vec::new())
-            };
-        }
-        if self.server.failed() {
-            return Rewrite::Keep;
+        // After costguard's Close nothing more goes to the client.
+        if let Some(r) = passthrough(
+            chunk,
+            matches!(self.phase, Phase::Closed { .. }),
+            self.server.failed(),
+        ) {
+            return r;
         }
         let mut edit = Edit::new(chunk);
         let mut parser = std::mem::take(&mut self.server);
@@ -552,15 +566,13 @@ impl RealtimeSession {
         now_ms: u64,
         env: &mut dyn RealtimeEnv,
     ) -> Rewrite {
-        if matches!(self.phase, Phase::ClosingUpstream { .. }) {
-            return if chunk.is_empty() {
-                Rewrite::Keep
-            } else {
-                Rewrite::Replace(Vec::new())
-            };
-        }
-        if self.client.failed() {
-            return Rewrite::Keep;
+        // After costguard's Close to the upstream nothing more goes there.
+        if let Some(r) = passthrough(
+            chunk,
+            matches!(self.phase, Phase::ClosingUpstream { .. }),
+            self.client.failed(),
+        ) {
+            return r;
         }
         let mut edit = Edit::new(chunk);
         let mut parser = std::mem::take(&mut self.client);

@@ -225,29 +225,13 @@ pub fn remove_header(map: Map, name: &str) -> Result<(), Status> {
     }
 }
 
-fn serialize_headers(headers: &[(&str, &str)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&(headers.len() as u32).to_le_bytes());
-    for (k, v) in headers {
-        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    }
-    for (k, v) in headers {
-        out.extend_from_slice(k.as_bytes());
-        out.push(0);
-        out.extend_from_slice(v.as_bytes());
-        out.push(0);
-    }
-    out
-}
-
 /// Answers the request locally (the upstream is never called).
 pub fn send_local_response(
     status_code: u32,
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<(), Status> {
-    let serialized = serialize_headers(headers);
+    let serialized = crate::headers::serialize(headers);
     let details = b"costguard";
     unsafe {
         status(proxy_send_local_response(

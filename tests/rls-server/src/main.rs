@@ -117,3 +117,42 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! costguard's hand-declared messages against the real, generated schema.
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn costguard_reports_decode_as_the_real_request() {
+        let bytes = costguard::fleet::encode_report("costguard", 4_321);
+        let req = RateLimitRequest::decode(bytes.as_slice()).unwrap();
+        assert_eq!(req.domain, "costguard");
+        assert_eq!(req.hits_addend, 4_321);
+        let entry = &req.descriptors[0].entries[0];
+        assert_eq!((entry.key.as_str(), entry.value.as_str()), ("costguard_global", "spend"));
+    }
+
+    #[test]
+    fn real_replies_decode_in_costguard() {
+        let reply = RateLimitResponse {
+            overall_code: Code::OverLimit as i32,
+            statuses: vec![DescriptorStatus {
+                code: Code::OverLimit as i32,
+                current_limit: Some(RateLimit { name: "x".into(), requests_per_unit: 1_000, unit: Unit::Hour as i32 }),
+                limit_remaining: 7,
+                duration_until_reset: Some(PbDuration { seconds: 42, nanos: 0 }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let cfg = costguard::config::Config::parse(br#"{"global_store":{"rls_cluster":"r","usd_per_hit":0.001}}"#)
+            .unwrap()
+            .global_store
+            .unwrap();
+        let view = costguard::fleet::decode_reply(&reply.encode_to_vec(), &cfg).unwrap();
+        assert!(view.over_limit);
+        assert_eq!((view.spend, view.remaining_hits, view.reset_in_ms), (993 * 1_000, 7, 42_000));
+    }
+}
