@@ -149,10 +149,7 @@ fn serve_connection(mut stream: TcpStream, tally: &Tally) {
             realtime::serve(stream, &req, tally);
             return;
         }
-        let keep_going = match handle(&req, &mut stream, tally) {
-            Ok(k) => k,
-            Err(_) => false,
-        };
+        let keep_going = handle(&req, &mut stream, tally).unwrap_or_default();
         if !keep_going || req.wants_close() {
             return;
         }

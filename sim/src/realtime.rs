@@ -172,7 +172,7 @@ fn session(stream: &mut TcpStream, mut model: String, tally: &Tally) -> io::Resu
             }
             0x9 => stream.write_all(&frame(0xA, &f.payload))?,
             0xA => {}
-            0x1 | 0x2 | 0x0 => {
+            0x0..=0x2 => {
                 message.extend_from_slice(&f.payload);
                 if !f.fin {
                     continue;
