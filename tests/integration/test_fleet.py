@@ -117,7 +117,7 @@ def test_the_fleet_trips_every_breaker_at_the_fleet_budget(fleet):
         e.wait_stat("costguard.circuit_breaker.trips", 1)
 
 
-def test_service_outage_falls_back_to_local_and_reports_once_after(fleet):
+def test_service_outage_spend_arrives_once_after(fleet):
     (a, b), rls, redis = fleet
     assert spend(a, 10).status_code == 200
     wait_until(lambda: redis.counter_hits() == 100, what="the first report")
@@ -128,18 +128,25 @@ def test_service_outage_falls_back_to_local_and_reports_once_after(fleet):
     for e in (a, b):
         wait_until(lambda: e.stat("costguard.global_store.errors") > 0, what="errors counted")
         e.wait_stat("costguard.global_store.healthy", 0)
-    # Local accounting still enforces meanwhile: A alone reaches $1.00 and refuses.
-    assert spend(a, 80).status_code == 200
-    wait_until(lambda: spend(a, 1).status_code == 503, timeout=10, interval=0.2, what="A's local breaker")
-    assert spend(b, 1).status_code == 200, "B's local window is far below the budget"
+    assert redis.counter_hits() == 100
     rls.start()
     # Everything both Envoys priced arrives exactly once.
-    wait_until(lambda: redis.counter_hits() == reported_hits((a, b)), timeout=30, interval=0.3,
-               what=f"Redis to hold exactly the reported spend ({reported_hits((a, b))} hits)")
+    wait_until(lambda: redis.counter_hits() == 400, timeout=30, interval=0.3,
+               what="Redis to hold exactly the spend both Envoys priced")
+    assert reported_hits((a, b)) == 400
     for e in (a, b):
         e.wait_stat("costguard.global_store.healthy", 1)
     time.sleep(1)  # nothing arrives twice
-    assert redis.counter_hits() == reported_hits((a, b))
+    assert redis.counter_hits() == 400
+
+
+def test_while_the_service_is_down_each_envoy_enforces_locally(fleet):
+    (a, b), rls, redis = fleet
+    rls.stop()
+    assert spend(a, 100).status_code == 200  # A alone reaches $1.00
+    wait_until(lambda: spend(a, 1).status_code == 503, timeout=10, interval=0.2, what="A's local breaker")
+    assert spend(b, 1).status_code == 200, "B's own window is far below the budget"
+    a.wait_stat("costguard.global_store.healthy", 0)
 
 
 def test_redis_outage_is_survived_the_same_way(fleet):
