@@ -1042,3 +1042,13 @@ mod tests {
         assert_eq!(model_from_path("/v1/realtime?model="), None);
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn a_session_is_small() {
+        let size = std::mem::size_of::<super::RealtimeSession>();
+        // Inline state; heap: id, model, and the scanner's capture slots (a few hundred bytes).
+        assert!(size < 1024, "RealtimeSession is {size} bytes");
+    }
+}
