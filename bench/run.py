@@ -34,6 +34,10 @@ CONFIGS = {
 }
 COSTGUARD_CONFIG = {"session": {"budget_usd": 1000000000}, "global": {"budget_usd": 1000000000}}
 
+WS_LOAD = ROOT / "target" / "release" / "ws-load"
+# Realtime sessions: each response is 4 audio deltas of 8 KB, then response.done (priced).
+WS_WORKLOAD = "Realtime WebSocket"
+
 WORKLOADS = {
     "small JSON": {"path": "/v1/chat/completions", "body": {"model": "gpt-4o-mini", "messages": []}},
     "1 MiB JSON": {"path": "/v1/chat/completions", "body": {"model": "gpt-4o-mini", "messages": []},
@@ -71,6 +75,17 @@ def wrk(envoy, workload, seconds, connections):
     return out
 
 
+def ws_load(envoy, seconds, sessions):
+    r = subprocess.run([str(WS_LOAD), f"ws://127.0.0.1:{envoy.port}/v1/realtime?model=gpt-realtime",
+                        str(sessions), str(seconds), "4", "8000"], capture_output=True, text=True,
+                       timeout=seconds + 60)
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    if out["errors"]:
+        raise RuntimeError(f"{envoy.name}: {out['errors']} WebSocket sessions failed")
+    out["rps"] = out["responses"] / out["seconds"]
+    return out
+
+
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
@@ -93,7 +108,7 @@ def main():
             for w in WORKLOADS.values():
                 wrk(e, w, 1, 4)
         results = {(w, e.name): {"rps": [], "p50": [], "p99": [], "p999": [], "p50_1c": []}
-                   for w in WORKLOADS for e in envoys}
+                   for w in [*WORKLOADS, WS_WORKLOAD] for e in envoys}
         for rnd in range(a.rounds):
             for wname, w in WORKLOADS.items():
                 for e in envoys:  # interleaved: A B C D, A B C D, …
@@ -106,6 +121,16 @@ def main():
                     res["p50_1c"].append(one["p50"])
                     print(f"round {rnd + 1} {wname:15} {e.name:22} {r['rps']:9.0f} req/s  p50 {r['p50']} µs  "
                           f"p99 {r['p99']} µs  1-conn p50 {one['p50']} µs", flush=True)
+            for e in envoys:
+                r = ws_load(e, a.seconds, 8)
+                one = ws_load(e, max(2, a.seconds // 2), 1)
+                res = results[(WS_WORKLOAD, e.name)]
+                res["rps"].append(r["rps"])
+                for k in ("p50", "p99", "p999"):
+                    res[k].append(r[k])
+                res["p50_1c"].append(one["p50"])
+                print(f"round {rnd + 1} {WS_WORKLOAD:15} {e.name:22} {r['rps']:9.0f} resp/s  p50 {r['p50']} µs",
+                      flush=True)
         rss = {e.name: e.rss_kib() for e in envoys}
         ready = {e.name: e.ready_s for e in envoys}
         report = render(results, rss, ready, a)
@@ -143,11 +168,14 @@ def render(results, rss, ready, a):
         ", ".join(f"{n} {ready[n]:.2f} s" for n in names) + ".",
         "",
     ]
-    for wname in WORKLOADS:
+    for wname in [*WORKLOADS, WS_WORKLOAD]:
         base = median(results[(wname, names[0])]["rps"])
         floor = median(results[(wname, names[1])]["rps"])
         floor_p50 = median(results[(wname, names[1])]["p50_1c"])
-        lines += [f"## {wname}", "",
+        note = ("Responses per second over 8 sessions (`ws-load`, each response 4 × 8 KB audio deltas "
+                "then a priced `response.done`); the single-connection column is one session.\n\n"
+                if wname == WS_WORKLOAD else "")
+        lines += [f"## {wname}", "", *([note.strip(), ""] if note else []),
                   "| configuration | req/s | × no filter | × do-nothing | p50 | p99 | p99.9 | p50 @1 conn | Δ p50 @1 vs do-nothing | Envoy RSS |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for n in names:
