@@ -2,7 +2,7 @@
 //! that OpenAI SDKs surface them: `{"error":{"message","type","code"}}`.
 
 use crate::money::{format_usd, Micros};
-use serde_json::json;
+use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalReply {
@@ -12,10 +12,17 @@ pub struct LocalReply {
     pub retry_after_s: Option<u64>,
 }
 
+/// `{"error":{"message":…,"type":…,"code":…}}`, in the contract's key order.
 fn reply(status: u32, kind: &str, code: &str, message: String) -> LocalReply {
+    let text = |s: &str| Value::String(s.to_string()).to_string();
     LocalReply {
         status,
-        body: json!({"error": {"message": message, "type": kind, "code": code}}).to_string(),
+        body: format!(
+            r#"{{"error":{{"message":{},"type":{},"code":{}}}}}"#,
+            text(&message),
+            text(kind),
+            text(code)
+        ),
         retry_after_s: None,
     }
 }
@@ -66,7 +73,6 @@ pub fn origin_not_allowed() -> LocalReply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
 
     #[test]
     fn bodies_follow_the_contract() {
