@@ -158,10 +158,6 @@ impl JsonScanner {
         self.captured_at.get(target).copied().flatten()
     }
 
-    pub fn error(&self) -> Option<ScanError> {
-        self.error
-    }
-
     /// Ends the document. Returns the error if it was not one complete value.
     pub fn finish(&mut self) -> Result<(), ScanError> {
         match self.state {

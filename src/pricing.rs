@@ -144,10 +144,6 @@ impl PriceTable {
         PriceMatch::Unknown(&self.unknown)
     }
 
-    pub fn get(&self, name: &str) -> Option<&ModelPrices> {
-        self.by_name.get(name)
-    }
-
     pub fn model_names(&self) -> impl Iterator<Item = &str> {
         self.names_longest_first.iter().map(String::as_str)
     }

@@ -179,8 +179,8 @@ pub fn get_headers(map: Map) -> Result<HeaderPairs, Status> {
     }
 }
 
-/// A header's raw bytes.
-pub fn get_header_bytes(map: Map, name: &str) -> Result<Option<Vec<u8>>, Status> {
+/// A header's value.
+pub fn get_header(map: Map, name: &str) -> Result<Option<String>, Status> {
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
     unsafe {
@@ -192,15 +192,13 @@ pub fn get_header_bytes(map: Map, name: &str) -> Result<Option<Vec<u8>>, Status>
             &mut size,
         ) {
             0 if data.is_null() => Ok(None),
-            0 => Ok(Some(owned(data, size))),
+            0 => Ok(Some(
+                String::from_utf8_lossy(&owned(data, size)).into_owned(),
+            )),
             NOT_FOUND => Ok(None),
             code => Err(Status(code)),
         }
     }
-}
-
-pub fn get_header(map: Map, name: &str) -> Result<Option<String>, Status> {
-    Ok(get_header_bytes(map, name)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
 }
 
 pub fn set_header(map: Map, name: &str, value: &str) -> Result<(), Status> {
