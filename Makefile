@@ -8,7 +8,7 @@ SIM     := target/release/openai-sim
 CARGO   ?= cargo
 PYTEST_ARGS ?=
 
-.PHONY: rls-server bench bench-core noop kit all build sim envoy run test unit integration validate lint fmt clean wasm-target fuzz fuzz-smoke fuzz-tools soak
+.PHONY: catalog prices prices-check rls-server bench bench-core noop kit all build sim envoy run test unit integration validate lint fmt clean wasm-target fuzz fuzz-smoke fuzz-tools soak
 SOAK_SECONDS ?= 180
 FUZZ_TARGETS := sse json_body ws_server ws_client config split_invariance
 FUZZ_TIME ?= 60
@@ -28,6 +28,22 @@ sim:
 	$(CARGO) build --release -p costguard-sim
 	$(CARGO) build --release --bin costguard-check-config
 	$(CARGO) build --release --example hotpath
+
+## prices: regenerate the built-in price table (src/pricing/builtin.rs and the
+## README's table) from the pinned LiteLLM catalog (tools/price-catalog.txt)
+LITELLM_VERSION := $(shell sed -n 's/^litellm==\([^ ]*\).*/\1/p' tools/price-catalog.txt)
+CATALOG := .cache/litellm-$(LITELLM_VERSION)/model_prices_and_context_window_backup.json
+PRICES_ARGS = $(CATALOG) "litellm $(LITELLM_VERSION)" src/pricing/builtin.rs README.md
+$(CATALOG): tools/price-catalog.txt
+	python3 -m pip download -q --disable-pip-version-check --no-deps --require-hashes \
+	  -r tools/price-catalog.txt -d .cache/wheels
+	python3 tools/extract_catalog.py .cache/wheels/litellm-$(LITELLM_VERSION)-*.whl $@
+catalog: $(CATALOG)
+prices: $(CATALOG)
+	$(CARGO) run -q --release --bin costguard-prices -- $(PRICES_ARGS)
+## prices-check: fails when the committed table is not what the pinned catalog generates
+prices-check: $(CATALOG)
+	$(CARGO) run -q --release --bin costguard-prices -- $(PRICES_ARGS) --check
 
 ## rls-server: the rate-limit service (Limitador + Redis) the fleet tests run against
 RLS_SERVER := tests/rls-server/target/release/costguard-rls-server
@@ -55,16 +71,16 @@ run: build sim envoy
 	tools/run.sh
 
 ## test: unit tests, config validation, fuzz smoke, integration tests against real Envoy
-test: build sim envoy unit validate fuzz-smoke integration
+test: build sim envoy prices-check unit validate fuzz-smoke integration
 
-unit:
-	$(CARGO) test --workspace
+unit: $(CATALOG)
+	COSTGUARD_CATALOG=$(CURDIR)/$(CATALOG) $(CARGO) test --workspace
 
 validate: build envoy
 	$(ENVOY) --mode validate -c envoy/envoy.yaml --log-level warn
 
-integration: build sim envoy rls-server
-	$(PY) -m pytest tests/integration -q -p no:cacheprovider $(PYTEST_ARGS)
+integration: build sim envoy rls-server $(CATALOG)
+	COSTGUARD_CATALOG=$(CURDIR)/$(CATALOG) $(PY) -m pytest tests/integration -q -p no:cacheprovider $(PYTEST_ARGS)
 
 ## noop: the do-nothing Wasm filter the benchmark compares against
 noop: wasm-target

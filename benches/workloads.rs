@@ -96,12 +96,13 @@ pub fn small_request(config: &Config, response: &[u8]) -> Micros {
     let mut m = ResponseMeter::new(BodyKind::Json);
     m.feed(response);
     match m.finish() {
-        costguard::meter::Metered::Usage { model, usage } => {
+        costguard::meter::Metered::Usage { model, usage, tier } => {
             exchange::price(
                 &config.prices,
                 model.as_deref(),
                 request.model.as_deref(),
                 &usage,
+                tier,
             )
             .cost
         }

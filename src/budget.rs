@@ -65,7 +65,7 @@ pub trait Record: Sized + Default {
     fn decode(bytes: &[u8]) -> Option<Self>;
 }
 
-fn read_u64s<const N: usize>(bytes: &[u8]) -> Option<[u64; N]> {
+pub(crate) fn read_u64s<const N: usize>(bytes: &[u8]) -> Option<[u64; N]> {
     if bytes.len() != N * 8 {
         return None;
     }

@@ -4,8 +4,13 @@
 //! are errors that name the key (`session.warn_ratio: must be in (0, 1]`).
 
 use crate::money::{json_number_to_units, Micros, MICROS_PER_USD};
-use crate::pricing::{builtin_prices, default_unknown_model, PriceEntry, PriceTable};
+use crate::pricing::table::ModelTable;
+use crate::pricing::{
+    builtin_table, default_unknown_model, LongContext, ModelPricing, PriceEntry, PriceTable,
+    TierPrices,
+};
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailMode {
@@ -57,6 +62,16 @@ pub struct GlobalStoreConfig {
     pub micros_per_hit: Micros,
 }
 
+/// `price_catalog`: where the live price catalog is fetched from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriceCatalogConfig {
+    pub cluster: String,
+    pub path: String,
+    pub authority: String,
+    pub refresh_s: u64,
+    pub timeout_ms: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub session: SessionConfig,
@@ -66,6 +81,7 @@ pub struct Config {
     pub inject_stream_usage: bool,
     pub fail_mode: FailMode,
     pub global_store: Option<GlobalStoreConfig>,
+    pub price_catalog: Option<PriceCatalogConfig>,
 }
 
 /// A configuration error, naming the key.
@@ -185,8 +201,7 @@ fn usd_value(key: &str, v: &Value) -> Result<Micros, ConfigError> {
     json_number_to_units(n, 6).map_err(|e| err(key, &format!("{e} (USD, at most 6 decimals)")))
 }
 
-fn price_entry(key: &str, v: &Value) -> Result<PriceEntry, ConfigError> {
-    let s = Section::new(key, v, &PRICE_KEYS)?;
+fn price_entry(s: &Section<'_>) -> Result<PriceEntry, ConfigError> {
     let price = |name: &str| -> Result<Option<u64>, ConfigError> {
         s.get(name).map(|v| usd_value(&s.key(name), v)).transpose()
     };
@@ -204,6 +219,52 @@ fn price_entry(key: &str, v: &Value) -> Result<PriceEntry, ConfigError> {
         return Err(err(&s.key("input"), "is required in a price entry"));
     }
     Ok(entry)
+}
+
+/// Prices without tiers (`unknown_model`, and each tier of a model).
+fn flat_prices(key: &str, v: &Value) -> Result<PriceEntry, ConfigError> {
+    price_entry(&Section::new(key, v, &PRICE_KEYS)?)
+}
+
+/// Standard prices plus optional `flex` / `priority` tiers, each resolved
+/// with the same fallbacks.
+fn tier_prices(s: &Section<'_>) -> Result<TierPrices, ConfigError> {
+    let tier = |name: &str| -> Result<Option<crate::pricing::ModelPrices>, ConfigError> {
+        s.get(name)
+            .map(|v| flat_prices(&s.key(name), v).map(|e| e.resolve()))
+            .transpose()
+    };
+    Ok(TierPrices {
+        standard: price_entry(s)?.resolve(),
+        flex: tier("flex")?,
+        priority: tier("priority")?,
+    })
+}
+
+/// A `pricing` entry: prices, optional tiers, optional long-context prices.
+fn model_pricing(key: &str, v: &Value) -> Result<ModelPricing, ConfigError> {
+    let tiered: Vec<&str> = PRICE_KEYS
+        .iter()
+        .copied()
+        .chain(["flex", "priority"])
+        .collect();
+    let model_keys: Vec<&str> = tiered
+        .iter()
+        .copied()
+        .chain(["above_input_tokens", "above"])
+        .collect();
+    let s = Section::new(key, v, &model_keys)?;
+    let base = tier_prices(&s)?;
+    let long_context = match (s.get("above_input_tokens"), s.get("above")) {
+        (None, None) => None,
+        (Some(_), None) => return Err(err(&s.key("above"), "is required with above_input_tokens")),
+        (None, Some(_)) => return Err(err(&s.key("above_input_tokens"), "is required with above")),
+        (Some(_), Some(above)) => Some(LongContext {
+            above_input_tokens: s.positive_int("above_input_tokens", 0, u64::from(u32::MAX))?,
+            prices: tier_prices(&Section::new(&s.key("above"), above, &tiered)?)?,
+        }),
+    };
+    Ok(ModelPricing { base, long_context })
 }
 
 fn is_header_name(name: &str) -> bool {
@@ -233,6 +294,7 @@ impl Config {
                 "inject_stream_usage",
                 "fail_mode",
                 "global_store",
+                "price_catalog",
             ],
         )?;
         let empty = Value::Object(Map::new());
@@ -306,10 +368,7 @@ impl Config {
             close_active_sessions: g.bool("close_active_sessions", false)?,
         };
 
-        let mut entries: Vec<(String, PriceEntry)> = builtin_prices()
-            .into_iter()
-            .map(|(n, e)| (n.to_string(), e))
-            .collect();
+        let mut configured: Vec<(String, ModelPricing)> = Vec::new();
         if let Some(pricing) = root.get("pricing") {
             let map = pricing
                 .as_object()
@@ -318,19 +377,21 @@ impl Config {
                 if model.is_empty() {
                     return Err(err("pricing", "model names must not be empty"));
                 }
-                let entry = price_entry(&format!("pricing.{model}"), v)?;
-                // A configured model replaces the built-in entry whole.
-                entries.retain(|(n, _)| n != model);
-                entries.push((model.clone(), entry));
+                // A configured model replaces every other source's entry whole.
+                configured.push((
+                    model.clone(),
+                    model_pricing(&format!("pricing.{model}"), v)?,
+                ));
             }
         }
         let unknown = match root.get("unknown_model") {
             None => default_unknown_model(),
-            Some(v) => price_entry("unknown_model", v)?,
+            Some(v) => flat_prices("unknown_model", v)?,
         };
         let prices = PriceTable::new(
-            entries.into_iter().map(|(n, e)| (n, e.resolve())),
-            unknown.resolve(),
+            ModelTable::exact(configured),
+            Arc::new(builtin_table()),
+            ModelPricing::flat(unknown.resolve()),
         );
 
         let allowed_origins = match root.get("allowed_origins") {
@@ -386,6 +447,32 @@ impl Config {
             }
         };
 
+        let price_catalog = match root.get("price_catalog") {
+            None | Some(Value::Null) => None,
+            Some(v) => {
+                let pc = Section::new(
+                    "price_catalog",
+                    v,
+                    &["cluster", "path", "authority", "refresh_s", "timeout_ms"],
+                )?;
+                if pc.get("cluster").is_none() {
+                    return Err(err("price_catalog.cluster", "is required"));
+                }
+                let cluster = pc.string("cluster", "")?;
+                let path = pc.string("path", "/model_prices_and_context_window.json")?;
+                if !path.starts_with('/') {
+                    return Err(err("price_catalog.path", "must start with /"));
+                }
+                Some(PriceCatalogConfig {
+                    authority: pc.string("authority", &cluster)?,
+                    cluster,
+                    path,
+                    refresh_s: pc.positive_int("refresh_s", 3600, 30 * 86_400)?,
+                    timeout_ms: pc.positive_int("timeout_ms", 5000, 60_000)?,
+                })
+            }
+        };
+
         Ok(Config {
             session,
             global,
@@ -394,6 +481,7 @@ impl Config {
             inject_stream_usage: root.bool("inject_stream_usage", true)?,
             fail_mode,
             global_store,
+            price_catalog,
         })
     }
 }
@@ -447,6 +535,37 @@ mod tests {
             (10_000_000, 10_000_000, 30_000_000)
         );
         assert_eq!(c.global_store.unwrap().micros_per_hit, 10);
+    }
+
+    #[test]
+    fn tiers_and_catalog_parse() {
+        let c = Config::parse(
+            br#"{"pricing":{"m":{"input":1,"output":2,"flex":{"input":0.5,"output":1},
+                 "priority":{"input":2,"output":4},"above_input_tokens":272000,
+                 "above":{"input":3,"output":6,"flex":{"input":1.5,"output":3}}}},
+                 "price_catalog":{"cluster":"prices","path":"/model_prices.json","authority":"prices.internal",
+                 "refresh_s":3600,"timeout_ms":5000}}"#,
+        )
+        .unwrap();
+        let m = *c.prices.lookup("m").pricing();
+        assert_eq!(m.base.standard.input, 1_000_000);
+        assert_eq!(m.base.flex.map(|p| p.output), Some(1_000_000));
+        assert_eq!(m.base.priority.map(|p| p.input), Some(2_000_000));
+        let lc = m.long_context.unwrap();
+        assert_eq!(lc.above_input_tokens, 272_000);
+        assert_eq!(lc.prices.standard.output, 6_000_000);
+        assert_eq!(lc.prices.flex.map(|p| p.input), Some(1_500_000));
+        assert_eq!(lc.prices.priority, None);
+        let pc = c.price_catalog.unwrap();
+        assert_eq!(
+            (pc.cluster.as_str(), pc.path.as_str(), pc.authority.as_str()),
+            ("prices", "/model_prices.json", "prices.internal")
+        );
+        assert_eq!((pc.refresh_s, pc.timeout_ms), (3600, 5000));
+        let d = Config::parse(br#"{"price_catalog":{"cluster":"prices"}}"#).unwrap();
+        let pc = d.price_catalog.unwrap();
+        assert_eq!(pc.authority, "prices");
+        assert_eq!(pc.path, "/model_prices_and_context_window.json");
     }
 
     #[test]
@@ -543,6 +662,50 @@ mod tests {
         assert_eq!(
             error_key(r#"{"global_store":{"rls_cluster":"r","usd_per_hit":0}}"#),
             "global_store.usd_per_hit"
+        );
+        assert_eq!(
+            error_key(r#"{"pricing":{"m":{"input":1,"flex":{"output":1}}}}"#),
+            "pricing.m.flex.input"
+        );
+        assert_eq!(
+            error_key(r#"{"pricing":{"m":{"input":1,"flex":{"input":1,"above":{}}}}}"#),
+            "pricing.m.flex.above"
+        );
+        assert_eq!(
+            error_key(r#"{"pricing":{"m":{"input":1,"above_input_tokens":272000}}}"#),
+            "pricing.m.above"
+        );
+        assert_eq!(
+            error_key(r#"{"pricing":{"m":{"input":1,"above":{"input":2}}}}"#),
+            "pricing.m.above_input_tokens"
+        );
+        assert_eq!(
+            error_key(
+                r#"{"pricing":{"m":{"input":1,"above_input_tokens":0,"above":{"input":2}}}}"#
+            ),
+            "pricing.m.above_input_tokens"
+        );
+        assert_eq!(
+            error_key(
+                r#"{"pricing":{"m":{"input":1,"above_input_tokens":5,"above":{"input":2,"priority":{"input":0.0000001}}}}}"#
+            ),
+            "pricing.m.above.priority.input"
+        );
+        assert_eq!(
+            error_key(r#"{"price_catalog":{}}"#),
+            "price_catalog.cluster"
+        );
+        assert_eq!(
+            error_key(r#"{"price_catalog":{"cluster":"p","path":"x.json"}}"#),
+            "price_catalog.path"
+        );
+        assert_eq!(
+            error_key(r#"{"price_catalog":{"cluster":"p","refresh_s":0}}"#),
+            "price_catalog.refresh_s"
+        );
+        assert_eq!(
+            error_key(r#"{"price_catalog":{"cluster":"p","timeout":5}}"#),
+            "price_catalog.timeout"
         );
         assert_eq!(error_key("[1]"), "");
         assert_eq!(error_key("{"), "");

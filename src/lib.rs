@@ -5,6 +5,7 @@
 //! the adapter (compiled for wasm only) maps proxy-wasm callbacks onto it.
 
 pub mod budget;
+pub mod catalog;
 pub mod config;
 pub mod exchange;
 pub mod fleet;

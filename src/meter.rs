@@ -7,6 +7,7 @@
 //! whole body.
 
 use crate::json_scan::{Captured, JsonScanner, PathSpec};
+use crate::pricing::ServiceTier;
 use crate::sse::{EventEnd, EventSink, SseParser};
 use crate::usage::{Usage, UsageError};
 
@@ -25,6 +26,8 @@ pub const USAGE_PATHS: PathSpec = &[
     &["response", "model"],
     &["type"],
     &["session", "model"],
+    &["service_tier"],
+    &["response", "service_tier"],
 ];
 const USAGE: usize = 0;
 const MODEL: usize = 1;
@@ -32,6 +35,8 @@ const RESPONSE_USAGE: usize = 2;
 const RESPONSE_MODEL: usize = 3;
 const TYPE: usize = 4;
 const SESSION_MODEL: usize = 5;
+const SERVICE_TIER: usize = 6;
+const RESPONSE_SERVICE_TIER: usize = 7;
 
 /// What one JSON document said about usage.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -42,6 +47,8 @@ pub struct DocumentFacts {
     pub model: Option<String>,
     /// `usage` or `response.usage`, when present and not null.
     pub usage: Option<Result<Usage, UsageError>>,
+    /// `service_tier` or `response.service_tier`: the tier that served it.
+    pub service_tier: Option<ServiceTier>,
 }
 
 fn captured_bytes(scanner: &JsonScanner, target: usize) -> Option<Result<&[u8], UsageError>> {
@@ -78,10 +85,15 @@ impl DocumentFacts {
             .into_iter()
             .filter_map(|t| captured_string(scanner, t))
             .find(|m| !m.is_empty());
+        let service_tier = [SERVICE_TIER, RESPONSE_SERVICE_TIER]
+            .into_iter()
+            .find_map(|t| captured_string(scanner, t))
+            .map(|t| ServiceTier::from_response(&t));
         DocumentFacts {
             event_type: captured_string(scanner, TYPE),
             model,
             usage,
+            service_tier,
         }
     }
 }
@@ -89,8 +101,13 @@ impl DocumentFacts {
 /// The result of metering one response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Metered {
-    /// Usage was read. `model` is the response's (None if it named none).
-    Usage { model: Option<String>, usage: Usage },
+    /// Usage was read. `model` is the response's (None if it named none);
+    /// `tier` the service tier it says served it.
+    Usage {
+        model: Option<String>,
+        usage: Usage,
+        tier: ServiceTier,
+    },
     /// The response carried no usage (or it was cut before it).
     Missing,
     /// The body or its usage was malformed.
@@ -109,6 +126,7 @@ pub struct SseUsage {
     in_event: bool,
     model: Option<String>,
     usage: Option<Usage>,
+    tier: Option<ServiceTier>,
     /// Events whose JSON or usage was malformed, or that were too large.
     pub malformed_events: u32,
 }
@@ -130,6 +148,9 @@ impl EventSink for SseUsage {
         self.scanner.reset();
         if let Some(m) = facts.model {
             self.model = Some(m);
+        }
+        if let Some(t) = facts.service_tier {
+            self.tier = Some(t);
         }
         match facts.usage {
             Some(Ok(u)) => self.usage = Some(u),
@@ -165,6 +186,7 @@ impl ResponseMeter {
                     in_event: false,
                     model: None,
                     usage: None,
+                    tier: None,
                     malformed_events: 0,
                 },
                 SSE_EVENT_CAP,
@@ -199,6 +221,7 @@ impl ResponseMeter {
                     Some(Ok(usage)) => Metered::Usage {
                         model: facts.model,
                         usage,
+                        tier: facts.service_tier.unwrap_or_default(),
                     },
                     Some(Err(_)) => Metered::Malformed,
                     None if !complete && *seen_bytes => Metered::Malformed,
@@ -212,6 +235,7 @@ impl ResponseMeter {
                     Some(usage) => Metered::Usage {
                         model: sink.model.clone(),
                         usage,
+                        tier: sink.tier.unwrap_or_default(),
                     },
                     None if sink.malformed_events > 0 => Metered::Malformed,
                     None => Metered::Missing,
@@ -251,6 +275,7 @@ mod tests {
         let want = Metered::Usage {
             model: Some("gpt-5-2025-08-07".into()),
             usage: text_usage(100_000, 0, 200_000),
+            tier: ServiceTier::Standard,
         };
         for split in 0..=CHAT_JSON.len() {
             assert_eq!(
@@ -306,6 +331,7 @@ mod tests {
             let want = Metered::Usage {
                 model: model.map(String::from),
                 usage,
+                tier: ServiceTier::Standard,
             };
             for split in 0..=stream.len() {
                 assert_eq!(
@@ -318,6 +344,41 @@ mod tests {
             let lf = stream.replace("\r\n", "\n");
             assert_eq!(meter_split(BodyKind::EventStream, lf.as_bytes(), 17), want);
         }
+    }
+
+    #[test]
+    fn the_served_service_tier_is_read() {
+        let json = br#"{"model":"gpt-5.5","service_tier":"flex","choices":[{"message":{"content":"service_tier priority"}}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+        let sse = "data: {\"model\":\"gpt-5.5\",\"service_tier\":\"priority\",\"choices\":[],\"usage\":null}\n\n\
+            data: {\"model\":\"gpt-5.5\",\"service_tier\":\"priority\",\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";
+        let responses = "data: {\"type\":\"response.completed\",\"response\":{\"model\":\"gpt-5.5\",\"service_tier\":\"flex\",\"usage\":{\"input_tokens\":1,\"output_tokens\":2}}}\n\n";
+        let tier = |m: Metered| match m {
+            Metered::Usage { tier, .. } => tier,
+            other => panic!("{other:?}"),
+        };
+        for split in [0, 9, 40] {
+            assert_eq!(
+                tier(meter_split(BodyKind::Json, json, split)),
+                ServiceTier::Flex
+            );
+            assert_eq!(
+                tier(meter_split(BodyKind::EventStream, sse.as_bytes(), split)),
+                ServiceTier::Priority
+            );
+            assert_eq!(
+                tier(meter_split(
+                    BodyKind::EventStream,
+                    responses.as_bytes(),
+                    split
+                )),
+                ServiceTier::Flex
+            );
+        }
+        let default = br#"{"service_tier":"default","usage":{"prompt_tokens":1}}"#;
+        assert_eq!(
+            tier(meter_split(BodyKind::Json, default, 3)),
+            ServiceTier::Standard
+        );
     }
 
     #[test]

@@ -117,6 +117,9 @@ pub struct Metrics {
     pub usage_unknown_model: Counter,
     pub global_store_errors: Counter,
     pub global_store_healthy: Direct,
+    pub pricing_models: Direct,
+    pub catalog_age_s: Direct,
+    pub catalog_errors: Counter,
     per_model: HashMap<String, ModelMetrics>,
 }
 
@@ -148,6 +151,9 @@ impl Metrics {
             usage_unknown_model: c("costguard.usage.unknown_model"),
             global_store_errors: c("costguard.global_store.errors"),
             global_store_healthy: Direct::new(Gauge, "costguard.global_store.healthy"),
+            pricing_models: Direct::new(Gauge, "costguard.pricing.models"),
+            catalog_age_s: Direct::new(Gauge, "costguard.pricing.catalog_age_s"),
+            catalog_errors: c("costguard.pricing.catalog_errors"),
             per_model: HashMap::new(),
         }
     }
@@ -172,6 +178,7 @@ impl Metrics {
             &self.usage_missing,
             &self.usage_unknown_model,
             &self.global_store_errors,
+            &self.catalog_errors,
         ] {
             c.flush();
         }
@@ -199,7 +206,7 @@ impl Metrics {
     /// Counts one priced response.
     pub fn record_priced(&mut self, priced: &Priced) {
         self.cost.add(priced.cost);
-        if priced.unknown_model {
+        if priced.unknown_name.is_some() {
             self.usage_unknown_model.inc();
         }
         let m = self.model(&priced.stat_model);

@@ -5,12 +5,15 @@ mod host;
 mod metrics;
 
 use crate::budget::{self, SessionHandle, SessionKey};
-use crate::config::{Config, FailMode};
+use crate::catalog::{self, sync as catalog_sync, CatalogReader};
+use crate::config::{Config, FailMode, PriceCatalogConfig};
 use crate::exchange::{self, Endpoint, Injection, Priced, ResponsePlan};
 use crate::fleet;
 use crate::headers::HeaderPairs;
 use crate::meter::{Metered, ResponseMeter};
 use crate::money::{format_usd, Micros};
+use crate::pricing::table::UnknownModels;
+use crate::pricing::{PriceTable, ServiceTier};
 use crate::realtime::{self, Notice, Phase, RealtimeEnv, RealtimeSession, Rewrite};
 use crate::replies::{self, LocalReply};
 use crate::usage::Usage;
@@ -54,6 +57,11 @@ struct ResetDeadline {
 /// What every stream of this VM shares.
 struct Shared {
     config: Config,
+    /// The configuration's price table with the live catalog's layer, as
+    /// last picked up from shared data (version 0: none).
+    prices: RefCell<Rc<PriceTable>>,
+    catalog_version: Cell<u64>,
+    unknown_models: RefCell<UnknownModels>,
     metrics: RefCell<Metrics>,
     /// The global window as last read or written by this VM, and when.
     global_seen: Cell<Option<(budget::GlobalState, u64)>>,
@@ -64,6 +72,50 @@ struct Shared {
 impl Shared {
     fn metrics(&self) -> std::cell::RefMut<'_, Metrics> {
         self.metrics.borrow_mut()
+    }
+
+    fn prices(&self) -> Rc<PriceTable> {
+        Rc::clone(&self.prices.borrow())
+    }
+
+    /// Swaps in a newer live catalog (all of this VM's later pricing uses it).
+    fn use_catalog(&self, version: u64, table: catalog::ModelTableRef) {
+        let prices = self.config.prices.with_catalog(Some(table));
+        self.metrics()
+            .pricing_models
+            .record(prices.model_count() as u64);
+        *self.prices.borrow_mut() = Rc::new(prices);
+        self.catalog_version.set(version);
+    }
+
+    /// Reads the live catalog's shared record: picks up a newer table, and
+    /// says whether this VM took the lease to fetch.
+    fn poll_catalog(&self, pc: &PriceCatalogConfig, now_ms: u64, may_fetch: bool) -> bool {
+        let source = catalog_source(pc);
+        match catalog_sync::poll(
+            &SharedData,
+            source,
+            self.catalog_version.get(),
+            pc.timeout_ms,
+            now_ms,
+            may_fetch,
+        ) {
+            Ok(poll) => {
+                self.metrics().catalog_age_s.record(poll.meta.age_s(now_ms));
+                if let Some((version, table)) = poll.table {
+                    log::info!(
+                        "price catalog version {version} in use: {} models",
+                        table.len()
+                    );
+                    self.use_catalog(version, std::sync::Arc::new(table));
+                }
+                poll.fetch
+            }
+            Err(e) => {
+                log::warn!("cannot read the price catalog's shared record: {e:?}");
+                false
+            }
+        }
     }
 
     /// The global window for admission: read from shared data at most every
@@ -93,6 +145,14 @@ impl Shared {
     /// Books a priced response into the stats and the global window.
     fn book_global(&self, priced: &Priced, now_ms: u64) {
         self.metrics().record_priced(priced);
+        if let Some(name) = &priced.unknown_name {
+            if self.unknown_models.borrow_mut().first_sighting(name) {
+                log::warn!(
+                    "model {name:?} has no price: priced as unknown_model and counted in \
+                     costguard.usage.unknown_model (add it to `pricing`)"
+                );
+            }
+        }
         let fleet = self.config.global_store.is_some();
         match budget::add_global_spend(&SharedData, &self.config.global, priced.cost, now_ms, fleet)
         {
@@ -152,7 +212,8 @@ struct RealtimeHost<'a> {
 
 impl RealtimeEnv for RealtimeHost<'_> {
     fn book(&mut self, model: &str, usage: &Usage) -> Micros {
-        let priced = exchange::price(&self.shared.config.prices, Some(model), None, usage);
+        let prices = self.shared.prices();
+        let priced = exchange::price(&prices, Some(model), None, usage, ServiceTier::Standard);
         self.shared.book_global(&priced, self.now_ms);
         priced.cost
     }
@@ -185,9 +246,130 @@ struct Root {
     shared: Option<Rc<Shared>>,
     /// When this VM last tried a fleet report.
     last_report_ms: u64,
+    /// The price catalog fetch this VM has in flight.
+    catalog_call: Option<u32>,
 }
 
+fn catalog_source(pc: &PriceCatalogConfig) -> u64 {
+    catalog_sync::source_id(&pc.cluster, &pc.authority, &pc.path)
+}
+
+/// The catalog is read out of Envoy's buffer in pieces this large, so the
+/// VM never holds the whole file.
+const CATALOG_READ_PIECE: usize = 256 * 1024;
+
 impl Root {
+    /// The live price catalog: pick up what another VM fetched, fetch when due.
+    fn sync_catalog(&mut self, now: u64) {
+        let Some(shared) = &self.shared else { return };
+        let Some(pc) = shared.config.price_catalog.clone() else {
+            return;
+        };
+        if !shared.poll_catalog(&pc, now, self.catalog_call.is_none()) {
+            return;
+        }
+        let sent = self.dispatch_http_call(
+            &pc.cluster,
+            vec![
+                (":method", "GET"),
+                (":path", &pc.path),
+                (":authority", &pc.authority),
+                ("accept", "application/json"),
+            ],
+            None,
+            vec![],
+            std::time::Duration::from_millis(pc.timeout_ms),
+        );
+        match sent {
+            Ok(token) => self.catalog_call = Some(token),
+            Err(e) => {
+                let why = format!("cannot call cluster {} ({e:?})", pc.cluster);
+                self.catalog_failed(&pc, &why, now);
+            }
+        }
+    }
+
+    fn catalog_failed(&self, pc: &PriceCatalogConfig, why: &str, now: u64) {
+        let Some(shared) = &self.shared else { return };
+        shared.metrics().catalog_errors.inc();
+        log::warn!(
+            "price catalog {}{}: {why}; keeping the prices in use",
+            pc.authority,
+            pc.path
+        );
+        let refresh_ms = pc.refresh_s.saturating_mul(1000);
+        if let Err(e) = catalog_sync::fetch_failed(&SharedData, catalog_source(pc), refresh_ms, now)
+        {
+            log::warn!("cannot record the price catalog failure: {e:?}");
+        }
+    }
+
+    /// The catalog's answer: read it in pieces, publish it to every VM.
+    fn catalog_response(&self, body_size: usize, now: u64) {
+        let Some(shared) = &self.shared else { return };
+        let Some(pc) = shared.config.price_catalog.clone() else {
+            return;
+        };
+        let status = host::get_header(Map::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten();
+        if status.as_deref() != Some("200") {
+            let why = match status {
+                Some(s) => format!("status {s}"),
+                None => "no response (unreachable, reset or timed out)".to_string(),
+            };
+            return self.catalog_failed(&pc, &why, now);
+        }
+        if body_size > catalog::MAX_CATALOG_BYTES {
+            let why = format!(
+                "{body_size} bytes, more than {}",
+                catalog::MAX_CATALOG_BYTES
+            );
+            return self.catalog_failed(&pc, &why, now);
+        }
+        let mut reader = CatalogReader::new();
+        let mut offset = 0;
+        while offset < body_size {
+            match host::get_buffer(Buffer::HttpCallResponseBody, offset, CATALOG_READ_PIECE) {
+                Ok(piece) if !piece.is_empty() => {
+                    offset += piece.len();
+                    reader.feed(&piece);
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    let why = format!("cannot read the body (status {})", e.0);
+                    return self.catalog_failed(&pc, &why, now);
+                }
+            }
+        }
+        let read = match reader.finish() {
+            Ok(read) => read,
+            Err(e) => return self.catalog_failed(&pc, &e.to_string(), now),
+        };
+        if let Some((name, why)) = read.invalid.first() {
+            log::warn!(
+                "price catalog: {} OpenAI entries left out (e.g. {name}: {why})",
+                read.invalid.len()
+            );
+        }
+        let table = catalog::catalog_table(read);
+        let refresh_ms = pc.refresh_s.saturating_mul(1000);
+        match catalog_sync::publish(&SharedData, catalog_source(&pc), &table, refresh_ms, now) {
+            Ok(Some(version)) => {
+                log::info!(
+                    "price catalog {}{} fetched: {} models (version {version})",
+                    pc.authority,
+                    pc.path,
+                    table.len()
+                );
+                shared.use_catalog(version, std::sync::Arc::new(table));
+                shared.metrics().catalog_age_s.record(0);
+            }
+            Ok(None) => {}
+            Err(e) => self.catalog_failed(&pc, &format!("cannot publish it ({e:?})"), now),
+        }
+    }
+
     /// Fleet store: starts a report of this process's unreported spend when
     /// one is due and none is in flight (in any VM).
     fn report_to_fleet(&mut self, now: u64) {
@@ -259,12 +441,16 @@ impl Root {
 impl Context for Root {
     fn on_http_call_response(
         &mut self,
-        _token_id: u32,
+        token_id: u32,
         _num_headers: usize,
         body_size: usize,
         _num_trailers: usize,
     ) {
         let now = host::now_ms();
+        if self.catalog_call == Some(token_id) {
+            self.catalog_call = None;
+            return self.catalog_response(body_size, now);
+        }
         let Some(store) = self
             .shared
             .as_ref()
@@ -319,12 +505,29 @@ impl RootContext for Root {
             Some(Ok(old)) => old.metrics.into_inner(),
             _ => Metrics::define(),
         };
+        let prices = Rc::new(config.prices.clone());
         self.shared = Some(Rc::new(Shared {
+            prices: RefCell::new(prices),
+            catalog_version: Cell::new(0),
+            unknown_models: RefCell::new(UnknownModels::default()),
             config,
             metrics: RefCell::new(metrics),
             global_seen: Cell::new(None),
             realtime_deadlines: RefCell::new(HashMap::new()),
         }));
+        if let Some(shared) = &self.shared {
+            let m = shared.metrics();
+            m.pricing_models
+                .record(shared.config.prices.model_count() as u64);
+            m.catalog_age_s.record(0);
+        }
+        if let Some(shared) = &self.shared {
+            // A catalog another VM (or the previous configuration) fetched
+            // applies at once; fetching waits for the tick.
+            if let Some(pc) = &shared.config.price_catalog {
+                shared.poll_catalog(pc, host::now_ms(), false);
+            }
+        }
         let tick = config_tick_ms(self.shared.as_ref().map(|s| &s.config));
         if let Err(e) = host::set_tick_period_ms(tick) {
             log::warn!("cannot set the tick period (status {})", e.0);
@@ -342,6 +545,7 @@ impl RootContext for Root {
         }
         shared.reset_overdue_streams(now);
         self.report_to_fleet(now);
+        self.sync_catalog(now);
         let Some(shared) = &self.shared else { return };
         match budget::sweep_idle(&SharedData, &shared.config.session, SWEEP_BATCH, now) {
             Ok(0) => {}
@@ -679,12 +883,14 @@ impl Stream {
             return;
         };
         match meter.finish() {
-            Metered::Usage { model, usage } => {
+            Metered::Usage { model, usage, tier } => {
+                let prices = self.shared.prices();
                 let priced = exchange::price(
-                    &self.config().prices,
+                    &prices,
                     model.as_deref(),
                     self.request_model.as_deref(),
                     &usage,
+                    tier,
                 );
                 self.book(&priced);
             }
