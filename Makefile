@@ -8,9 +8,9 @@ SIM     := target/release/openai-sim
 CARGO   ?= cargo
 PYTEST_ARGS ?=
 
-.PHONY: catalog prices prices-check rls-server bench bench-core noop kit all build sim envoy run test unit integration validate lint fmt clean wasm-target fuzz fuzz-smoke fuzz-tools soak
+.PHONY: catalog price-catalog-file prices prices-check rls-server bench bench-core noop kit all build sim envoy run test unit integration validate lint fmt clean wasm-target fuzz fuzz-smoke fuzz-tools soak
 SOAK_SECONDS ?= 180
-FUZZ_TARGETS := sse json_body ws_server ws_client config split_invariance
+FUZZ_TARGETS := sse json_body ws_server ws_client config split_invariance catalog
 FUZZ_TIME ?= 60
 FUZZ_SMOKE_TIME ?= 20
 
@@ -39,6 +39,9 @@ $(CATALOG): tools/price-catalog.txt
 	  -r tools/price-catalog.txt -d .cache/wheels
 	python3 tools/extract_catalog.py .cache/wheels/litellm-$(LITELLM_VERSION)-*.whl $@
 catalog: $(CATALOG)
+## price-catalog-file: the pinned catalog where envoy/envoy-price-catalog.yaml serves it from
+price-catalog-file: $(CATALOG)
+	cp $(CATALOG) envoy/catalog/.next && mv envoy/catalog/.next envoy/catalog/model_prices.json
 prices: $(CATALOG)
 	$(CARGO) run -q --release --bin costguard-prices -- $(PRICES_ARGS)
 ## prices-check: fails when the committed table is not what the pinned catalog generates

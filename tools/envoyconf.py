@@ -82,8 +82,64 @@ def rls_cluster(name, host, port):
     }
 
 
+def catalog_listener(address, port, filename):
+    """A listener that serves the price catalog file itself (a `direct_response`
+    whose body is the file; Envoy re-reads it when a new file is moved into
+    its directory), for costguard's `price_catalog`."""
+    directory = str(Path(filename).parent)
+    return {
+        "name": "price_catalog",
+        "address": {"socket_address": {"address": address, "port_value": int(port)}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "price_catalog",
+                "route_config": {
+                    "name": "price_catalog",
+                    # The catalog is ~3.5 MB; Envoy's default cap is 4 KB.
+                    "max_direct_response_body_size_bytes": 64 * 1024 * 1024,
+                    "virtual_hosts": [{
+                        "name": "price_catalog",
+                        "domains": ["*"],
+                        "routes": [{
+                            "match": {"path": "/model_prices.json"},
+                            "direct_response": {"status": 200, "body": {
+                                "filename": str(filename),
+                                "watched_directory": {"path": directory},
+                            }},
+                            "response_headers_to_add": [{"header": {
+                                "key": "content-type", "value": "application/json"}}],
+                        }],
+                    }],
+                },
+                "http_filters": [{
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+                }],
+            },
+        }]}],
+    }
+
+
+def catalog_cluster(address, port):
+    """The `prices` cluster costguard fetches the catalog through."""
+    return {
+        "name": "prices",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": "prices",
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": address, "port_value": int(port)}}}}]}],
+        },
+    }
+
+
 def render(listen=None, admin=None, upstream=None, plugin_config=None, wasm=None,
-           access_log=None, no_filter=False, address=None, rls=None, base=BASE):
+           access_log=None, no_filter=False, address=None, rls=None, base=BASE, catalog=None):
+    """`catalog`: (port, file) adds the listener serving the price catalog
+    file on that port and the `prices` cluster pointing at it."""
     cfg = yaml.safe_load(Path(base).read_text())
     listener = cfg["static_resources"]["listeners"][0]
     for sock, port in ((cfg["admin"]["address"]["socket_address"], admin),
@@ -104,6 +160,11 @@ def render(listen=None, admin=None, upstream=None, plugin_config=None, wasm=None
     if rls:
         host, _, port = rls.rpartition(":")
         cfg["static_resources"]["clusters"].append(rls_cluster("rls", host or "127.0.0.1", port))
+    if catalog:
+        port, filename = catalog
+        # Loopback only: costguard is the catalog's one reader.
+        cfg["static_resources"]["listeners"].append(catalog_listener("127.0.0.1", port, filename))
+        cfg["static_resources"]["clusters"].append(catalog_cluster("127.0.0.1", port))
     if access_log:
         for log in hcm.get("access_log", []):
             log["typed_config"]["path"] = str(access_log)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Regenerates the operators' kit files derived from envoy/envoy.yaml, so
-there is one Envoy config to edit: the Docker Compose config and the
-Kubernetes ConfigMap. `make kit` runs it; a test fails when they are stale."""
+there is one Envoy config to edit: the Docker Compose config, the
+Kubernetes ConfigMap and the live price catalog example. `make kit` runs it; a test fails when they are stale."""
+import json
 import sys
 from pathlib import Path
 
@@ -28,7 +29,23 @@ def kubernetes_configmap():
     return envoyconf.dump(configmap, HEADER)
 
 
+def price_catalog_config():
+    """envoy.yaml plus a live price catalog that Envoy serves from a file."""
+    shipped = envoyconf.render()
+    plugin = json.loads(envoyconf._wasm_filter(shipped)["typed_config"]["config"]["configuration"]["value"])
+    plugin["price_catalog"] = {"cluster": "prices", "path": "/model_prices.json", "authority": "prices.internal",
+                               "refresh_s": 3600, "timeout_ms": 5000}
+    cfg = envoyconf.render(plugin_config=json.dumps(plugin, indent=2) + "\n",
+                           catalog=(10001, "envoy/catalog/model_prices.json"))
+    header = (HEADER + "\n# The live price catalog: a second listener (127.0.0.1:10001) serves the file"
+              "\n# envoy/catalog/model_prices.json (make price-catalog-file copies the pinned one there);"
+              "\n# costguard fetches it through the `prices` cluster at start and every refresh_s."
+              "\n# Replace the file by moving a new one into the directory: Envoy watches it.")
+    return envoyconf.dump(cfg, header)
+
+
 FILES = {
+    ROOT / "envoy" / "envoy-price-catalog.yaml": price_catalog_config,
     ROOT / "envoy" / "docker" / "envoy.yaml": docker_config,
     ROOT / "envoy" / "kubernetes" / "envoy" / "configmap.yaml": kubernetes_configmap,
 }

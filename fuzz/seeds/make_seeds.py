@@ -66,6 +66,20 @@ CONFIG = json.dumps({"session": {"budget_usd": 5.0, "warn_ratio": 0.8, "max_dura
                      "inject_stream_usage": True, "fail_mode": "open",
                      "global_store": {"rls_cluster": "rls", "usd_per_hit": 0.00001}}).encode()
 
+CATALOG = json.dumps({
+    "sample_spec": {"litellm_provider": "one of the providers", "notes": "a } and { in \" text"},
+    "gpt-5.5": {"litellm_provider": "openai", "mode": "chat", "input_cost_per_token": 5e-06,
+                "cache_read_input_token_cost": 5e-07, "output_cost_per_token": 3e-05,
+                "input_cost_per_token_flex": 2.5e-06, "output_cost_per_token_flex": 1.5e-05,
+                "input_cost_per_token_priority": 1.25e-05, "output_cost_per_token_priority": 7.5e-05,
+                "input_cost_per_token_above_272k_tokens": 1e-05, "output_cost_per_token_above_272k_tokens": 4.5e-05,
+                "supported_endpoints": ["/v1/chat/completions"]},
+    "gpt-realtime-2": {"litellm_provider": "openai", "mode": "realtime", "input_cost_per_token": 4e-06,
+                       "output_cost_per_token": 2.4e-05, "input_cost_per_audio_token": 3.2e-05,
+                       "output_cost_per_audio_token": 6.4e-05},
+    "claude-x": {"litellm_provider": "anthropic", "mode": "chat", "input_cost_per_token": 3e-06},
+}).encode()
+
 SIZES = [b"\x00\x00\x00\x00", b"\x07\x01\x80\x03", b"\xff\xff\xff\xff", b"\x02\x10\x40\x05"]
 SEEDS = {
     "sse": [SSE_CHAT, SSE_RESPONSES],
@@ -74,6 +88,7 @@ SEEDS = {
     "ws_client": [WS_CLIENT],
     "config": [CONFIG, b"{}", b'{"session":{"warn_ratio":2}}'],
     "split_invariance": [CHAT, SSE_CHAT, SSE_RESPONSES, WS_SERVER],
+    "catalog": [CATALOG, CATALOG[: len(CATALOG) // 2], b"{}"],
 }
 
 for target, bodies in SEEDS.items():

@@ -12,6 +12,8 @@
 //! Steering headers (all optional):
 //! - `x-sim-usage`: the usage JSON object to report, verbatim.
 //! - `x-sim-model`: the model to report (default: the request's).
+//! - `x-sim-service-tier`: the `service_tier` to report (default: the
+//!   request's, `auto` answered as `default`, as OpenAI does).
 //! - `x-sim-status`: answer with this status and an OpenAI error body.
 //! - `x-sim-body`: `truncated` | `garbage` | `no-usage` (malformed answers).
 //! - `x-sim-pad-bytes`: make the generated content this many bytes long.
@@ -257,20 +259,26 @@ fn api_call(
     };
     let pad = req.header_num("x-sim-pad-bytes").unwrap_or(0) as usize;
     let malformed = req.header("x-sim-body").unwrap_or("");
+    let tier = service_tier(req, &body);
     let streaming = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     if streaming && api != Api::Embeddings {
-        return stream_call(req, stream, tally, api, &body, &model, &usage, pad);
+        let answer = Answer {
+            model: &model,
+            usage: &usage,
+            tier: &tier,
+        };
+        return stream_call(req, stream, tally, api, &body, &answer, pad);
     }
     let text = content_text(pad);
     let mut doc = match api {
         Api::Chat => {
             json!({"id": "chatcmpl-sim", "object": "chat.completion", "created": 1_700_000_000u64,
-            "model": model, "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+            "model": model, "service_tier": tier, "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
             "finish_reason": "stop"}], "usage": usage})
         }
         Api::Responses => {
             json!({"id": "resp_sim", "object": "response", "created_at": 1_700_000_000u64,
-            "status": "completed", "model": model, "output": [{"type": "message", "role": "assistant",
+            "status": "completed", "model": model, "service_tier": tier, "output": [{"type": "message", "role": "assistant",
             "content": [{"type": "output_text", "text": text}]}], "usage": usage})
         }
         Api::Embeddings => json!({"object": "list", "data": [{"object": "embedding", "index": 0,
@@ -299,17 +307,33 @@ fn api_call(
     Ok(true)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The service tier to report: `x-sim-service-tier`, else the request's
+/// (`auto` is served as `default`), else `default`.
+fn service_tier(req: &Request, body: &Value) -> String {
+    let requested = body.get("service_tier").and_then(Value::as_str);
+    match req.header("x-sim-service-tier").or(requested) {
+        None | Some("auto") => "default".to_string(),
+        Some(t) => t.to_string(),
+    }
+}
+
+/// What a streamed answer reports.
+struct Answer<'a> {
+    model: &'a str,
+    usage: &'a Value,
+    tier: &'a str,
+}
+
 fn stream_call(
     req: &Request,
     stream: &mut TcpStream,
     tally: &Tally,
     api: Api,
     body: &Value,
-    model: &str,
-    usage: &Value,
+    answer: &Answer<'_>,
     pad: usize,
 ) -> std::io::Result<bool> {
+    let Answer { model, usage, tier } = *answer;
     let chunks = req.header_num("x-sim-chunks").unwrap_or(3).max(1) as usize;
     let delay = Duration::from_millis(req.header_num("x-sim-delay-ms").unwrap_or(0));
     let reset = req.header("x-sim-reset").unwrap_or("");
@@ -343,7 +367,7 @@ fn stream_call(
         Api::Chat => {
             for (i, piece) in pieces.iter().enumerate() {
                 let mut chunk = json!({"id": "chatcmpl-sim", "object": "chat.completion.chunk",
-                    "created": 1_700_000_000u64, "model": model,
+                    "created": 1_700_000_000u64, "model": model, "service_tier": tier,
                     "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]});
                 if include_usage {
                     chunk["usage"] = Value::Null;
@@ -355,7 +379,8 @@ fn stream_call(
             }
             if include_usage {
                 let final_chunk = json!({"id": "chatcmpl-sim", "object": "chat.completion.chunk",
-                    "created": 1_700_000_000u64, "model": model, "choices": [], "usage": usage});
+                    "created": 1_700_000_000u64, "model": model, "service_tier": tier,
+                    "choices": [], "usage": usage});
                 let event = if malformed == "truncated" {
                     let s = final_chunk.to_string();
                     format!("data: {}\n\n", &s[..s.len() / 2])
@@ -388,7 +413,7 @@ fn stream_call(
             }
             let completed = json!({"type": "response.completed", "sequence_number": pieces.len() + 1,
                 "response": {"id": "resp_sim", "status": "completed", "model": model,
-                "output": [{"type": "message", "content": [{"type": "output_text", "text": "…"}]}],
+                "service_tier": tier, "output": [{"type": "message", "content": [{"type": "output_text", "text": "…"}]}],
                 "usage": usage}});
             send(
                 &format!("event: response.completed\ndata: {completed}\n\n"),

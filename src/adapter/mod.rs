@@ -357,10 +357,11 @@ impl Root {
         match catalog_sync::publish(&SharedData, catalog_source(&pc), &table, refresh_ms, now) {
             Ok(Some(version)) => {
                 log::info!(
-                    "price catalog {}{} fetched: {} models (version {version})",
+                    "price catalog {}{} fetched: {} models (version {version}), {body_size} bytes read in {} ms",
                     pc.authority,
                     pc.path,
-                    table.len()
+                    table.len(),
+                    host::now_ms().saturating_sub(now)
                 );
                 shared.use_catalog(version, std::sync::Arc::new(table));
                 shared.metrics().catalog_age_s.record(0);

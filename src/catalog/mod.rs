@@ -18,7 +18,7 @@ use crate::money::{parse_decimal_units, DecimalError};
 use crate::pricing::table::ModelTable;
 use crate::pricing::{LongContext, ModelPricing, PriceEntry, TierPrices};
 use serde_json::value::RawValue;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// Largest catalog accepted (the real one is ~3.5 MB).
 pub const MAX_CATALOG_BYTES: usize = 16 * 1024 * 1024;
@@ -296,7 +296,7 @@ impl CatalogReader {
             return;
         }
         // Cheap filter first: most entries are other providers'.
-        if memchr::memmem::find(&self.value, b"\"openai\"").is_none() {
+        if !self.value.windows(8).any(|w| w == b"\"openai\"") {
             return;
         }
         let Ok(name) = serde_json::from_slice::<String>(&[b"\"", &self.name[..], b"\""].concat())
@@ -353,7 +353,7 @@ pub fn catalog_table(read: CatalogRead) -> ModelTable {
 /// One catalog entry (a JSON object) → its prices, if it is an OpenAI
 /// model priced per token.
 pub fn entry_pricing(name: &str, entry: &[u8]) -> Result<ModelPricing, EntrySkip> {
-    let fields: HashMap<String, &RawValue> = serde_json::from_slice(entry)
+    let fields: BTreeMap<String, &RawValue> = serde_json::from_slice(entry)
         .map_err(|e| EntrySkip::Invalid(format!("not a JSON object: {e}")))?;
     let text = |key: &str| -> Option<String> {
         fields
@@ -424,7 +424,7 @@ pub fn catalog_key(stem: &str, suffix: &str) -> String {
 
 /// One set of prices (a tier): None when it has no input price.
 fn price_set(
-    fields: &HashMap<String, &RawValue>,
+    fields: &BTreeMap<String, &RawValue>,
     suffix: &str,
 ) -> Result<Option<crate::pricing::ModelPrices>, EntrySkip> {
     let mut entry = PriceEntry::default();
@@ -454,7 +454,7 @@ pub fn per_token_usd_to_units(text: &str) -> Result<u64, DecimalError> {
 
 /// The long-context threshold in thousands of tokens, from
 /// `input_cost_per_token_above_<N>k_tokens`.
-fn long_context_threshold(fields: &HashMap<String, &RawValue>) -> Result<Option<u64>, EntrySkip> {
+fn long_context_threshold(fields: &BTreeMap<String, &RawValue>) -> Result<Option<u64>, EntrySkip> {
     let mut found: Option<u64> = None;
     for key in fields.keys() {
         let Some(k) = key

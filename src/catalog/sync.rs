@@ -14,7 +14,7 @@
 
 use crate::budget::{update, Record, Store, StoreError};
 use crate::pricing::table::ModelTable;
-use crate::pricing::ModelPricing;
+use crate::pricing::{LongContext, ModelPrices, ModelPricing, TierPrices};
 
 pub const KEY_META: &str = "costguard/v1/catalog/meta";
 pub const KEY_TABLE: &str = "costguard/v1/catalog/table";
@@ -200,20 +200,139 @@ pub fn fetch_failed<S: Store + ?Sized>(
     Ok(())
 }
 
+/// Flags of the optional price sets of a model, in encoding order.
+const HAS_FLEX: u8 = 1;
+const HAS_PRIORITY: u8 = 2;
+const HAS_LONG: u8 = 4;
+const HAS_LONG_FLEX: u8 = 8;
+const HAS_LONG_PRIORITY: u8 = 16;
+
+fn put_prices(out: &mut Vec<u8>, p: &ModelPrices) {
+    for v in [
+        p.input,
+        p.cached_input,
+        p.output,
+        p.audio_input,
+        p.cached_audio_input,
+        p.audio_output,
+        p.image_input,
+        p.cached_image_input,
+    ] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// The table in shared data: source, version, model count, then per model its name,
+/// which price sets it has, the long-context threshold and the sets' prices
+/// (8 little-endian u64 each).
 fn encode_table(source: u64, version: u64, table: &ModelTable) -> Vec<u8> {
-    let models: Vec<(&str, &ModelPricing)> = table.sorted();
-    let json = serde_json::to_vec(&models).unwrap_or_default();
-    [&source.to_le_bytes()[..], &version.to_le_bytes()[..], &json].concat()
+    let mut out = Vec::with_capacity(16 + table.len() * 160);
+    out.extend_from_slice(&source.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
+    let models: Vec<_> = table
+        .sorted()
+        .into_iter()
+        .filter_map(|(name, m)| Some((u16::try_from(name.len()).ok()?, name, m)))
+        .collect();
+    out.extend_from_slice(&(models.len() as u64).to_le_bytes());
+    for (len, name, m) in models {
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        let lc = m.long_context.as_ref();
+        let flag = |present: bool, bit: u8| if present { bit } else { 0 };
+        out.push(
+            flag(m.base.flex.is_some(), HAS_FLEX)
+                | flag(m.base.priority.is_some(), HAS_PRIORITY)
+                | flag(lc.is_some(), HAS_LONG)
+                | flag(lc.is_some_and(|l| l.prices.flex.is_some()), HAS_LONG_FLEX)
+                | flag(
+                    lc.is_some_and(|l| l.prices.priority.is_some()),
+                    HAS_LONG_PRIORITY,
+                ),
+        );
+        put_prices(&mut out, &m.base.standard);
+        for p in [&m.base.flex, &m.base.priority].into_iter().flatten() {
+            put_prices(&mut out, p);
+        }
+        if let Some(lc) = lc {
+            out.extend_from_slice(&lc.above_input_tokens.to_le_bytes());
+            put_prices(&mut out, &lc.prices.standard);
+            for p in [&lc.prices.flex, &lc.prices.priority].into_iter().flatten() {
+                put_prices(&mut out, p);
+            }
+        }
+    }
+    out
+}
+
+/// Reads what [`encode_table`] wrote; None for anything else.
+struct Decoder<'a> {
+    bytes: &'a [u8],
+}
+
+impl Decoder<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let (head, rest) = (self.bytes.get(..n)?, self.bytes.get(n..)?);
+        self.bytes = rest;
+        Some(head)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn prices(&mut self) -> Option<ModelPrices> {
+        Some(ModelPrices {
+            input: self.u64()?,
+            cached_input: self.u64()?,
+            output: self.u64()?,
+            audio_input: self.u64()?,
+            cached_audio_input: self.u64()?,
+            audio_output: self.u64()?,
+            image_input: self.u64()?,
+            cached_image_input: self.u64()?,
+        })
+    }
+    fn optional(&mut self, present: bool) -> Option<Option<ModelPrices>> {
+        if present {
+            self.prices().map(Some)
+        } else {
+            Some(None)
+        }
+    }
 }
 
 /// A published table: (source, version, models).
 type Published = (u64, u64, Vec<(String, ModelPricing)>);
 
 fn decode_table(bytes: &[u8]) -> Option<Published> {
-    let source = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
-    let version = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
-    let models = serde_json::from_slice(bytes.get(16..)?).ok()?;
-    Some((source, version, models))
+    let mut d = Decoder { bytes };
+    let source = d.u64()?;
+    let version = d.u64()?;
+    let count = d.u64()?;
+    let mut models = Vec::new();
+    for _ in 0..count {
+        let len = u16::from_le_bytes(d.take(2)?.try_into().ok()?);
+        let name = String::from_utf8(d.take(usize::from(len))?.to_vec()).ok()?;
+        let flags = *d.take(1)?.first()?;
+        let base = TierPrices {
+            standard: d.prices()?,
+            flex: d.optional(flags & HAS_FLEX != 0)?,
+            priority: d.optional(flags & HAS_PRIORITY != 0)?,
+        };
+        let long_context = if flags & HAS_LONG != 0 {
+            Some(LongContext {
+                above_input_tokens: d.u64()?,
+                prices: TierPrices {
+                    standard: d.prices()?,
+                    flex: d.optional(flags & HAS_LONG_FLEX != 0)?,
+                    priority: d.optional(flags & HAS_LONG_PRIORITY != 0)?,
+                },
+            })
+        } else {
+            None
+        };
+        models.push((name, ModelPricing { base, long_context }));
+    }
+    d.bytes.is_empty().then_some((source, version, models))
 }
 
 #[cfg(test)]
@@ -270,6 +389,51 @@ mod tests {
             .table
             .unwrap();
         assert_eq!((version, input_of(&t)), (2, 7_000_000));
+    }
+
+    #[test]
+    fn the_shared_encoding_round_trips_every_shape() {
+        let p = |n: u64| ModelPrices {
+            input: n,
+            cached_input: n + 1,
+            output: n + 2,
+            audio_input: n + 3,
+            cached_audio_input: n + 4,
+            audio_output: n + 5,
+            image_input: n + 6,
+            cached_image_input: u64::MAX - n,
+        };
+        let mut models = Vec::new();
+        for shape in 0u8..32 {
+            let set = |bit: u8, n| (shape & bit != 0).then(|| p(n));
+            let long_context = (shape & HAS_LONG != 0).then(|| LongContext {
+                above_input_tokens: 272_000 + u64::from(shape),
+                prices: TierPrices {
+                    standard: p(40),
+                    flex: set(HAS_LONG_FLEX, 50),
+                    priority: set(HAS_LONG_PRIORITY, 60),
+                },
+            });
+            let pricing = ModelPricing {
+                base: TierPrices {
+                    standard: p(10),
+                    flex: set(HAS_FLEX, 20),
+                    priority: set(HAS_PRIORITY, 30),
+                },
+                long_context,
+            };
+            models.push((format!("m-{shape:02}-é"), pricing));
+        }
+        let table = ModelTable::exact(models.clone());
+        let bytes = encode_table(7, 9, &table);
+        let (source, version, decoded) = decode_table(&bytes).unwrap();
+        assert_eq!((source, version), (7, 9));
+        assert_eq!(ModelTable::exact(decoded), table);
+        // Every truncation, and trailing bytes, are refused, never misread.
+        for cut in 0..bytes.len() {
+            assert!(decode_table(&bytes[..cut]).is_none(), "cut at {cut}");
+        }
+        assert!(decode_table(&[&bytes[..], b"x"].concat()).is_none());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::money::Micros;
 use crate::usage::Usage;
 
 /// Prices in µ$ per 1M tokens, with the contract's fallbacks resolved.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ModelPrices {
     pub input: u64,
     pub cached_input: u64,
@@ -123,12 +123,10 @@ impl ServiceTier {
 
 /// One model's prices at each service tier; a tier without prices of its
 /// own is priced at standard.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TierPrices {
     pub standard: ModelPrices,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flex: Option<ModelPrices>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<ModelPrices>,
 }
 
@@ -153,18 +151,16 @@ impl TierPrices {
 
 /// Long-context pricing: a response whose input tokens are strictly above
 /// `above_input_tokens` takes these prices for every one of its tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LongContext {
     pub above_input_tokens: u64,
     pub prices: TierPrices,
 }
 
 /// Everything a model is priced by.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ModelPricing {
-    #[serde(flatten)]
     pub base: TierPrices,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub long_context: Option<LongContext>,
 }
 

@@ -78,8 +78,12 @@ class Sim:
 class Envoy:
     """A real Envoy with costguard (or without, `no_filter=True`)."""
 
-    def __init__(self, upstream_port, plugin_config=None, concurrency=2, no_filter=False, wasm=WASM, rls=None):
+    def __init__(self, upstream_port, plugin_config=None, concurrency=2, no_filter=False, wasm=WASM, rls=None,
+                 catalog_file=None):
+        """`catalog_file`: also serve this price catalog file from a listener of
+        this Envoy (cluster `prices`, path `/model_prices.json`)."""
         self.port = free_port()
+        self.catalog_port = free_port() if catalog_file else None
         self.admin_port = free_port()
         self.dir = tempfile.TemporaryDirectory(prefix="costguard-envoy-")
         self.access_log = Path(self.dir.name) / "access.log"
@@ -93,6 +97,7 @@ class Envoy:
             access_log=self.access_log,
             no_filter=no_filter,
             rls=rls,
+            catalog=(self.catalog_port, catalog_file) if catalog_file else None,
         )
         self.config_path = Path(self.dir.name) / "envoy.yaml"
         self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -23,8 +23,14 @@ KIT = ROOT / "envoy"
 
 
 def validate_envoy_config(text, tmp_path, name):
-    """envoy --mode validate; the module path is pointed at the local build (validation opens it)."""
+    """envoy --mode validate; the module path is pointed at the local build and the
+    price catalog at a small file (validation opens both)."""
     text = re.sub(r"filename: \S+costguard\.wasm", f"filename: {WASM}", text)
+    catalog_dir = tmp_path / "catalog"
+    catalog_dir.mkdir(exist_ok=True)
+    (catalog_dir / "model_prices.json").write_text("{}")
+    text = text.replace("envoy/catalog/model_prices.json", str(catalog_dir / "model_prices.json"))
+    text = re.sub(r"path: envoy/catalog\b", f"path: {catalog_dir}", text)
     path = tmp_path / name
     path.write_text(text)
     r = subprocess.run([str(ENVOY_BIN), "--mode", "validate", "-c", str(path), "--log-level", "error"],
@@ -48,6 +54,7 @@ def test_shipped_envoy_configs_validate_and_embed_valid_costguard_configs(tmp_pa
     configmap = yaml.safe_load((KIT / "kubernetes" / "envoy" / "configmap.yaml").read_text())
     configs = {
         "envoy.yaml": (KIT / "envoy.yaml").read_text(),
+        "envoy-price-catalog.yaml": (KIT / "envoy-price-catalog.yaml").read_text(),
         "docker.yaml": (KIT / "docker" / "envoy.yaml").read_text(),
         "configmap.yaml": configmap["data"]["envoy.yaml"],
     }
