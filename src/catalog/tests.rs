@@ -1,5 +1,7 @@
 use super::*;
 use crate::pricing::{ServiceTier, TierPrices};
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
 
 /// A small catalog in LiteLLM's shape: OpenAI and other providers, tiers,
 /// long context, braces and escapes inside strings.
@@ -205,4 +207,104 @@ fn per_token_prices_convert_exactly() {
     assert!(per_token_usd_to_units("1e-13").is_err());
     assert!(per_token_usd_to_units("-1e-06").is_err());
     assert!(per_token_usd_to_units("\"1e-06\"").is_err());
+}
+
+/// A decimal's canonical text, by moving its point (no arithmetic): `1.25e-06`
+/// → `0.00000125`, `3E-5` → `0.00003`, `0.0` → `0`.
+fn canonical(text: &str) -> String {
+    let (mantissa, exp) = match text.find(['e', 'E']) {
+        Some(i) => (&text[..i], text[i + 1..].parse::<i64>().unwrap()),
+        None => (text, 0),
+    };
+    let (whole, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{whole}{frac}");
+    let point = whole.len() as i64 + exp; // digits before the point
+    let (int, fraction) = if point <= 0 {
+        (
+            String::new(),
+            format!("{}{digits}", "0".repeat((-point) as usize)),
+        )
+    } else if point as usize >= digits.len() {
+        (
+            format!("{digits}{}", "0".repeat(point as usize - digits.len())),
+            String::new(),
+        )
+    } else {
+        (
+            digits[..point as usize].to_string(),
+            digits[point as usize..].to_string(),
+        )
+    };
+    let int = int.trim_start_matches('0');
+    let fraction = fraction.trim_end_matches('0');
+    let int = if int.is_empty() { "0" } else { int };
+    if fraction.is_empty() {
+        int.to_string()
+    } else {
+        format!("{int}.{fraction}")
+    }
+}
+
+/// µ$ per 1M tokens back to USD per token, as plain decimal text.
+fn per_token_text(units: u64) -> String {
+    let whole = units / 1_000_000_000_000;
+    let frac = format!("{:012}", units % 1_000_000_000_000);
+    let frac = frac.trim_end_matches('0');
+    if frac.is_empty() {
+        whole.to_string()
+    } else {
+        format!("{whole}.{frac}")
+    }
+}
+
+/// Every price of every OpenAI entry of the pinned catalog (`make unit` sets
+/// COSTGUARD_CATALOG; plain `cargo test` checks the small catalog above)
+/// converts exactly: converted back, it is the catalog's decimal.
+#[test]
+fn every_catalog_price_converts_back_to_its_decimal() {
+    let text = match std::env::var("COSTGUARD_CATALOG") {
+        Ok(path) => std::fs::read_to_string(path).unwrap(),
+        Err(_) => CATALOG.to_string(),
+    };
+    let all: std::collections::BTreeMap<String, &RawValue> = serde_json::from_str(&text).unwrap();
+    let mut checked = 0;
+    for (name, raw) in all {
+        let Ok(fields) = serde_json::from_str::<BTreeMap<String, &RawValue>>(raw.get()) else {
+            continue;
+        };
+        if fields.get("litellm_provider").map(|v| v.get()) != Some("\"openai\"")
+            || name.contains('/')
+        {
+            continue;
+        }
+        for (key, value) in &fields {
+            let price = value.get();
+            let is_price = (key.contains("cost_per_token")
+                || key.ends_with("_token_cost")
+                || key.contains("_token_cost_"))
+                && !price.starts_with('"')
+                && !price.starts_with('{');
+            if !is_price {
+                continue;
+            }
+            match per_token_usd_to_units(price) {
+                Ok(units) => {
+                    assert_eq!(
+                        per_token_text(units),
+                        canonical(price),
+                        "{name}.{key} = {price}"
+                    );
+                    assert_eq!(per_token_usd_to_units(&per_token_text(units)), Ok(units));
+                    checked += 1;
+                }
+                // Finer than 1e-12 USD per token: such an entry is left out, never rounded.
+                Err(_) => assert!(canonical(price)
+                    .split('.')
+                    .nth(1)
+                    .is_some_and(|f| f.len() > 12)),
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} prices checked");
+    eprintln!("{checked} catalog prices convert exactly");
 }

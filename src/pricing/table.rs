@@ -181,7 +181,7 @@ impl PriceTable {
 
     /// The prices for a reported model name (see the module docs).
     pub fn lookup(&self, reported: &str) -> PriceMatch<'_> {
-        for (layer, source) in self.layers() {
+        for (layer, source) in self.layers().filter(|(layer, _)| !layer.is_empty()) {
             for candidate in names::candidates(reported) {
                 if let Some((name, pricing)) = layer.get(candidate) {
                     return PriceMatch::Known {

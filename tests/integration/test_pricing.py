@@ -167,6 +167,8 @@ def test_access_log_carries_the_stream_cost(builtin_envoy):
     ({"pricing": {"gpt-5": {"input": "cheap"}}}, "pricing.gpt-5.input"),
     ({"pricing": {"gpt-5": {"input": 0.0000001}}}, "pricing.gpt-5.input"),
     ({"fail_mode": "sometimes"}, "fail_mode"),
+    ({"pricing": {"gpt-5.5": {"input": 5, "above": {"input": 10}}}}, "pricing.gpt-5.5.above_input_tokens"),
+    ({"price_catalog": {"path": "/model_prices.json"}}, "price_catalog.cluster"),
     ("{not json", ""),
 ])
 def test_bad_configuration_is_rejected_naming_the_key(start_envoy, config, key):
