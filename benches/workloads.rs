@@ -3,10 +3,11 @@
 #![allow(dead_code)]
 
 use costguard::config::{Config, FailMode};
-use costguard::exchange;
+use costguard::http::inspect_chat_request;
 use costguard::meter::{BodyKind, ResponseMeter};
 use costguard::money::Micros;
 use costguard::pricing::cost_micros;
+use costguard::pricing::price;
 use costguard::realtime::{Notice, RealtimeEnv, RealtimeSession};
 use costguard::usage::Usage;
 
@@ -92,12 +93,12 @@ pub const SMALL_REQUEST: &[u8] =
 
 /// The core work of one small non-streaming request: inspect the request, meter and price the response.
 pub fn small_request(config: &Config, response: &[u8]) -> Micros {
-    let request = exchange::inspect_chat_request(SMALL_REQUEST);
+    let request = inspect_chat_request(SMALL_REQUEST);
     let mut m = ResponseMeter::new(BodyKind::Json);
     m.feed(response);
     match m.finish() {
         costguard::meter::Metered::Usage { model, usage, tier } => {
-            exchange::price(
+            price(
                 &config.prices,
                 model.as_deref(),
                 request.model.as_deref(),

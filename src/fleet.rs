@@ -256,9 +256,9 @@ pub fn finish_report<S: Store + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::budget::tests::MemStore;
     use crate::budget::{add_global_spend, read_global};
     use crate::config::Config;
+    use crate::store::mem::MemStore;
 
     fn config() -> Config {
         Config::parse(

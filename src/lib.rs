@@ -7,9 +7,9 @@
 pub mod budget;
 pub mod catalog;
 pub mod config;
-pub mod exchange;
 pub mod fleet;
 pub mod headers;
+pub mod http;
 pub mod json_scan;
 pub mod meter;
 pub mod money;
@@ -17,6 +17,7 @@ pub mod pricing;
 pub mod realtime;
 pub mod replies;
 pub mod sse;
+pub mod store;
 pub mod usage;
 pub mod utf8;
 pub mod ws;

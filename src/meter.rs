@@ -6,7 +6,7 @@
 //! or under `response` for the Responses API's stream events) — never the
 //! whole body.
 
-use crate::json_scan::{Captured, JsonScanner, PathSpec};
+use crate::json_scan::{json_string, Captured, JsonScanner, PathSpec};
 use crate::pricing::ServiceTier;
 use crate::sse::{EventEnd, EventSink, SseParser};
 use crate::usage::{Usage, UsageError};
@@ -55,14 +55,6 @@ fn captured_bytes(scanner: &JsonScanner, target: usize) -> Option<Result<&[u8], 
     match scanner.captured(target)? {
         Captured::Value(v) => Some(Ok(v)),
         Captured::TooLarge => Some(Err(UsageError::Malformed("value too large".into()))),
-    }
-}
-
-/// A JSON string value's text (escapes resolved), or None if it is not a string.
-pub fn json_string(bytes: &[u8]) -> Option<String> {
-    match serde_json::from_slice(bytes).ok()? {
-        serde_json::Value::String(s) => Some(s),
-        _ => None,
     }
 }
 

@@ -7,9 +7,9 @@
 //! histograms, which change rarely, go to Envoy at once.
 
 use super::host::{self, MetricKind};
-use crate::exchange::Priced;
+use crate::pricing::Priced;
 use hashbrown::HashMap;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 fn define(kind: MetricKind, name: &str) -> Option<u32> {
     match host::define_metric(kind, name) {
@@ -93,104 +93,95 @@ impl ModelMetrics {
     }
 }
 
-pub struct Metrics {
-    pub requests: Counter,
-    pub rejected_circuit_open: Counter,
-    pub rejected_session_budget: Counter,
-    pub rejected_origin: Counter,
-    pub cost: Counter,
-    pub sessions_started: Counter,
-    pub sessions_ended: Counter,
-    pub sessions_warned: Counter,
-    pub sessions_budget_exceeded: Counter,
-    pub sessions_duration_exceeded: Counter,
-    pub sessions_aborted: Counter,
-    pub sessions_active: Direct,
-    pub session_cost: Direct,
-    pub http_sessions_tracked: Direct,
-    pub http_sessions_evicted: Counter,
-    pub global_window_spend: Direct,
-    pub breaker_open: Direct,
-    pub breaker_trips: Counter,
-    pub usage_parse_errors: Counter,
-    pub usage_missing: Counter,
-    pub usage_unknown_model: Counter,
-    pub global_store_errors: Counter,
-    pub global_store_healthy: Direct,
-    pub pricing_models: Direct,
-    pub catalog_age_s: Direct,
-    pub catalog_errors: Counter,
-    per_model: HashMap<String, ModelMetrics>,
+/// Every stat but the per-model ones, each named once: the macro defines
+/// the struct, defines each metric in Envoy, and flushes every counter, so a
+/// counter cannot be left out of the flush.
+macro_rules! metrics {
+    (
+        counters { $($counter:ident: $counter_name:literal,)* }
+        gauges { $($gauge:ident: $gauge_name:literal,)* }
+        histograms { $($histogram:ident: $histogram_name:literal,)* }
+    ) => {
+        pub struct Metrics {
+            $(pub $counter: Counter,)*
+            $(pub $gauge: Direct,)*
+            $(pub $histogram: Direct,)*
+            per_model: RefCell<HashMap<String, ModelMetrics>>,
+        }
+
+        impl Metrics {
+            pub fn define() -> Metrics {
+                Metrics {
+                    $($counter: Counter::new($counter_name),)*
+                    $($gauge: Direct::new(MetricKind::Gauge, $gauge_name),)*
+                    $($histogram: Direct::new(MetricKind::Histogram, $histogram_name),)*
+                    per_model: RefCell::new(HashMap::new()),
+                }
+            }
+
+            /// Hands the counters' increments to Envoy (root tick).
+            pub fn flush(&self) {
+                $(self.$counter.flush();)*
+                if let Ok(per_model) = self.per_model.try_borrow() {
+                    for m in per_model.values() {
+                        for c in m.counters() {
+                            c.flush();
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+
+metrics! {
+    counters {
+        requests: "costguard.requests",
+        rejected_circuit_open: "costguard.rejected.circuit_open",
+        rejected_session_budget: "costguard.rejected.session_budget",
+        rejected_origin: "costguard.rejected.origin",
+        cost: "costguard.cost_micro_usd",
+        sessions_started: "costguard.sessions.started",
+        sessions_ended: "costguard.sessions.ended",
+        sessions_warned: "costguard.sessions.warned",
+        sessions_budget_exceeded: "costguard.sessions.budget_exceeded",
+        sessions_duration_exceeded: "costguard.sessions.duration_exceeded",
+        sessions_aborted: "costguard.sessions.aborted",
+        http_sessions_evicted: "costguard.http_sessions.evicted",
+        breaker_trips: "costguard.circuit_breaker.trips",
+        usage_parse_errors: "costguard.usage.parse_errors",
+        usage_missing: "costguard.usage.missing",
+        usage_unknown_model: "costguard.usage.unknown_model",
+        global_store_errors: "costguard.global_store.errors",
+        catalog_errors: "costguard.pricing.catalog_errors",
+    }
+    gauges {
+        sessions_active: "costguard.sessions.active",
+        http_sessions_tracked: "costguard.http_sessions.tracked",
+        global_window_spend: "costguard.global.window_spend_micro_usd",
+        breaker_open: "costguard.circuit_breaker.open",
+        global_store_healthy: "costguard.global_store.healthy",
+        pricing_models: "costguard.pricing.models",
+        catalog_age_s: "costguard.pricing.catalog_age_s",
+    }
+    histograms {
+        session_cost: "costguard.session_cost_micro_usd",
+    }
 }
 
 impl Metrics {
-    pub fn define() -> Metrics {
-        use MetricKind::{Gauge, Histogram};
-        let c = Counter::new;
-        Metrics {
-            requests: c("costguard.requests"),
-            rejected_circuit_open: c("costguard.rejected.circuit_open"),
-            rejected_session_budget: c("costguard.rejected.session_budget"),
-            rejected_origin: c("costguard.rejected.origin"),
-            cost: c("costguard.cost_micro_usd"),
-            sessions_started: c("costguard.sessions.started"),
-            sessions_ended: c("costguard.sessions.ended"),
-            sessions_warned: c("costguard.sessions.warned"),
-            sessions_budget_exceeded: c("costguard.sessions.budget_exceeded"),
-            sessions_duration_exceeded: c("costguard.sessions.duration_exceeded"),
-            sessions_aborted: c("costguard.sessions.aborted"),
-            sessions_active: Direct::new(Gauge, "costguard.sessions.active"),
-            session_cost: Direct::new(Histogram, "costguard.session_cost_micro_usd"),
-            http_sessions_tracked: Direct::new(Gauge, "costguard.http_sessions.tracked"),
-            http_sessions_evicted: c("costguard.http_sessions.evicted"),
-            global_window_spend: Direct::new(Gauge, "costguard.global.window_spend_micro_usd"),
-            breaker_open: Direct::new(Gauge, "costguard.circuit_breaker.open"),
-            breaker_trips: c("costguard.circuit_breaker.trips"),
-            usage_parse_errors: c("costguard.usage.parse_errors"),
-            usage_missing: c("costguard.usage.missing"),
-            usage_unknown_model: c("costguard.usage.unknown_model"),
-            global_store_errors: c("costguard.global_store.errors"),
-            global_store_healthy: Direct::new(Gauge, "costguard.global_store.healthy"),
-            pricing_models: Direct::new(Gauge, "costguard.pricing.models"),
-            catalog_age_s: Direct::new(Gauge, "costguard.pricing.catalog_age_s"),
-            catalog_errors: c("costguard.pricing.catalog_errors"),
-            per_model: HashMap::new(),
+    /// Counts one priced response.
+    pub fn record_priced(&self, priced: &Priced) {
+        self.cost.add(priced.cost);
+        if priced.unknown_name.is_some() {
+            self.usage_unknown_model.inc();
         }
-    }
-
-    /// Hands the counters' increments to Envoy (root tick).
-    pub fn flush(&self) {
-        for c in [
-            &self.requests,
-            &self.rejected_circuit_open,
-            &self.rejected_session_budget,
-            &self.rejected_origin,
-            &self.cost,
-            &self.sessions_started,
-            &self.sessions_ended,
-            &self.sessions_warned,
-            &self.sessions_budget_exceeded,
-            &self.sessions_duration_exceeded,
-            &self.sessions_aborted,
-            &self.http_sessions_evicted,
-            &self.breaker_trips,
-            &self.usage_parse_errors,
-            &self.usage_missing,
-            &self.usage_unknown_model,
-            &self.global_store_errors,
-            &self.catalog_errors,
-        ] {
-            c.flush();
-        }
-        for m in self.per_model.values() {
-            for c in m.counters() {
-                c.flush();
-            }
-        }
-    }
-
-    fn model(&mut self, model: &str) -> &ModelMetrics {
-        self.per_model.entry_ref(model).or_insert_with(|| {
+        // Not re-entered: nothing below calls back into the metrics.
+        let Ok(mut per_model) = self.per_model.try_borrow_mut() else {
+            return;
+        };
+        let model = priced.stat_model.as_str();
+        let m = per_model.entry_ref(model).or_insert_with(|| {
             let name = |suffix: &str| format!("costguard.model.{model}.{suffix}");
             ModelMetrics {
                 cost: Counter::new(&name("cost_micro_usd")),
@@ -200,16 +191,7 @@ impl Metrics {
                 audio_input: Counter::new(&name("audio_input_tokens")),
                 audio_output: Counter::new(&name("audio_output_tokens")),
             }
-        })
-    }
-
-    /// Counts one priced response.
-    pub fn record_priced(&mut self, priced: &Priced) {
-        self.cost.add(priced.cost);
-        if priced.unknown_name.is_some() {
-            self.usage_unknown_model.inc();
-        }
-        let m = self.model(&priced.stat_model);
+        });
         let u = &priced.usage;
         m.cost.add(priced.cost);
         m.input.add(u.input_total());

@@ -12,9 +12,9 @@
 //! A failed fetch or parse keeps the last good table and is retried after
 //! [`retry_ms`].
 
-use crate::budget::{update, Record, Store, StoreError};
 use crate::pricing::table::ModelTable;
 use crate::pricing::{LongContext, ModelPrices, ModelPricing, TierPrices};
+use crate::store::{update, Record, Store, StoreError};
 
 pub const KEY_META: &str = "costguard/v1/catalog/meta";
 pub const KEY_TABLE: &str = "costguard/v1/catalog/table";
@@ -68,7 +68,7 @@ impl Record for CatalogMeta {
     }
     fn decode(bytes: &[u8]) -> Option<Self> {
         let [source, version, last_good_ms, next_fetch_ms, lease_until_ms, since_ms] =
-            crate::budget::read_u64s::<6>(bytes)?;
+            crate::store::read_u64s::<6>(bytes)?;
         Some(CatalogMeta {
             source,
             version,
@@ -338,8 +338,8 @@ fn decode_table(bytes: &[u8]) -> Option<Published> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::budget::tests::MemStore;
     use crate::pricing::{ModelPrices, PriceEntry};
+    use crate::store::mem::MemStore;
 
     fn table(input: u64) -> ModelTable {
         let prices: ModelPrices = PriceEntry {

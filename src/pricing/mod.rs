@@ -14,8 +14,10 @@
 
 pub mod builtin;
 pub mod names;
+mod priced;
 pub mod table;
 
+pub use priced::{price, Priced};
 pub use table::{PriceMatch, PriceSource, PriceTable};
 
 use crate::money::Micros;

@@ -1,0 +1,213 @@
+//! The global spend window and the circuit breaker, in one store record.
+
+use crate::config::GlobalConfig;
+use crate::money::Micros;
+use crate::store::{read_u64s, update, Record, Store, StoreError};
+
+pub const KEY_GLOBAL: &str = "costguard/v2/global";
+
+/// The global spend window and circuit breaker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GlobalState {
+    pub window_start_ms: u64,
+    pub window_spend: Micros,
+    /// The breaker is open while `now < open_until_ms`.
+    pub open_until_ms: u64,
+    pub trips: u64,
+    /// Fleet store (`global_store`): spend not yet reported.
+    pub unreported: Micros,
+    /// Spend in the report now in flight, and since when.
+    pub in_flight: Micros,
+    pub in_flight_since_ms: u64,
+    /// The fleet's spend in the store's window, as its last reply said, until it resets.
+    pub fleet_spend: Micros,
+    pub fleet_reset_at_ms: u64,
+    /// Failed reports in a row (0: the store is healthy).
+    pub store_errors: u64,
+    /// Hits the store still accepts in its window, as its last reply said.
+    pub fleet_remaining_hits: u64,
+}
+
+impl Record for GlobalState {
+    fn encode(&self) -> Vec<u8> {
+        [
+            self.window_start_ms,
+            self.window_spend,
+            self.open_until_ms,
+            self.trips,
+            self.unreported,
+            self.in_flight,
+            self.in_flight_since_ms,
+            self.fleet_spend,
+            self.fleet_reset_at_ms,
+            self.store_errors,
+            self.fleet_remaining_hits,
+        ]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect()
+    }
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let [window_start_ms, window_spend, open_until_ms, trips, unreported, in_flight, in_flight_since_ms, fleet_spend, fleet_reset_at_ms, store_errors, fleet_remaining_hits] =
+            read_u64s::<11>(bytes)?;
+        Some(GlobalState {
+            window_start_ms,
+            window_spend,
+            open_until_ms,
+            trips,
+            unreported,
+            in_flight,
+            in_flight_since_ms,
+            fleet_spend,
+            fleet_reset_at_ms,
+            store_errors,
+            fleet_remaining_hits,
+        })
+    }
+}
+
+impl GlobalState {
+    /// Spend in the window that contains `now` (0 once that window is new).
+    pub fn spend_at(&self, cfg: &GlobalConfig, now_ms: u64) -> Micros {
+        if window_start(cfg, now_ms) == self.window_start_ms {
+            self.window_spend
+        } else {
+            0
+        }
+    }
+    /// The fleet's spend as this process knows it: what the store last said
+    /// (until its window resets) plus what is not yet acknowledged.
+    pub fn fleet_spend_at(&self, now_ms: u64) -> Micros {
+        let acknowledged = if now_ms < self.fleet_reset_at_ms {
+            self.fleet_spend
+        } else {
+            0
+        };
+        acknowledged
+            .saturating_add(self.unreported)
+            .saturating_add(self.in_flight)
+    }
+
+    /// Opens the breaker at `now` until `until_ms` unless it is open already.
+    pub fn trip(&mut self, until_ms: u64, now_ms: u64) -> bool {
+        if self.open_for_ms(now_ms).is_some() {
+            return false;
+        }
+        self.open_until_ms = until_ms;
+        self.trips += 1;
+        true
+    }
+
+    /// Milliseconds until the breaker closes, if it is open at `now`.
+    pub fn open_for_ms(&self, now_ms: u64) -> Option<u64> {
+        (now_ms < self.open_until_ms).then(|| self.open_until_ms - now_ms)
+    }
+}
+
+/// Start of the epoch-aligned window containing `now`.
+pub fn window_start(cfg: &GlobalConfig, now_ms: u64) -> u64 {
+    let w = cfg.window_s.saturating_mul(1000).max(1);
+    now_ms - now_ms % w
+}
+
+/// When a breaker that opens at `now` closes: at the next window's start,
+/// but never sooner than `cooldown_s` after opening.
+pub fn close_time(cfg: &GlobalConfig, opened_ms: u64) -> u64 {
+    let next_window = window_start(cfg, opened_ms) + cfg.window_s.saturating_mul(1000);
+    next_window.max(opened_ms + cfg.cooldown_s.saturating_mul(1000))
+}
+
+/// `retry-after`: whole seconds, rounded up.
+pub fn retry_after_s(open_for_ms: u64) -> u64 {
+    open_for_ms.div_ceil(1000).max(1)
+}
+
+/// Result of adding spend to the global window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GlobalAdd {
+    pub state: GlobalState,
+    /// This addition opened the breaker.
+    pub tripped: bool,
+}
+
+pub fn read_global<S: Store + ?Sized>(store: &S) -> Result<GlobalState, StoreError> {
+    Ok(store
+        .get(KEY_GLOBAL)?
+        .and_then(|(bytes, _)| GlobalState::decode(&bytes))
+        .unwrap_or_default())
+}
+
+/// Adds `cost` to the window containing `now`; opens the breaker when the
+/// window's spend reaches the budget. With a fleet store (`fleet`), the cost
+/// also waits to be reported, and the fleet's known spend counts too.
+pub fn add_global_spend<S: Store + ?Sized>(
+    store: &S,
+    cfg: &GlobalConfig,
+    cost: Micros,
+    now_ms: u64,
+    fleet: bool,
+) -> Result<GlobalAdd, StoreError> {
+    let mut tripped = false;
+    let (_, after) = update::<S, GlobalState>(store, KEY_GLOBAL, |current| {
+        let mut s = current.copied().unwrap_or_default();
+        let start = window_start(cfg, now_ms);
+        if s.window_start_ms != start {
+            s.window_start_ms = start;
+            s.window_spend = 0;
+        }
+        s.window_spend = s.window_spend.saturating_add(cost);
+        if fleet {
+            s.unreported = s.unreported.saturating_add(cost);
+        }
+        let over =
+            s.window_spend >= cfg.budget || (fleet && s.fleet_spend_at(now_ms) >= cfg.budget);
+        tripped = over && s.trip(close_time(cfg, now_ms), now_ms);
+        Some(s)
+    })?;
+    Ok(GlobalAdd {
+        state: after.unwrap_or_default(),
+        tripped,
+    })
+}
+
+/// How stale a VM's view of the global window may be at admission: a
+/// breaker trip reaches every worker within this time.
+pub const GLOBAL_MAX_AGE_MS: u64 = 100;
+
+/// One VM's view of the global window: read from the store at most every
+/// [`GLOBAL_MAX_AGE_MS`] for admission (the VM's own bookings refresh it
+/// too), so requests rarely pay a store read for it.
+#[derive(Debug, Default)]
+pub struct GlobalView {
+    seen: std::cell::Cell<Option<(GlobalState, u64)>>,
+}
+
+impl GlobalView {
+    /// The state for admitting a request at `now`.
+    pub fn for_admission<S: Store + ?Sized>(
+        &self,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<GlobalState, StoreError> {
+        if let Some((state, at)) = self.seen.get() {
+            if now_ms.saturating_sub(at) < GLOBAL_MAX_AGE_MS {
+                return Ok(state);
+            }
+        }
+        let state = read_global(store)?;
+        self.note(state, now_ms);
+        Ok(state)
+    }
+
+    /// Remembers a state just read or written.
+    pub fn note(&self, state: GlobalState, now_ms: u64) {
+        self.seen.set(Some((state, now_ms)));
+    }
+
+    /// The breaker is open, as last seen.
+    pub fn breaker_open(&self, now_ms: u64) -> bool {
+        self.seen
+            .get()
+            .is_some_and(|(state, _)| state.open_for_ms(now_ms).is_some())
+    }
+}

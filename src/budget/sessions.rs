@@ -1,0 +1,367 @@
+//! HTTP session budgets: a bounded set of reused slots in the store.
+
+use crate::config::SessionConfig;
+use crate::money::Micros;
+use crate::store::{read_u64s, update, Record, Store, StoreError, CREATE_CAS, MAX_CAS_ATTEMPTS};
+use sha2::{Digest, Sha256};
+
+pub const KEY_SWEEP: &str = "costguard/v1/sweep";
+/// How many slots a session may live in, from its home slot on.
+pub const PROBES: u32 = 8;
+/// Longest session id accepted, in bytes.
+pub const MAX_SESSION_ID_LEN: usize = 256;
+
+pub fn slot_key(slot: u32) -> String {
+    format!("costguard/v1/slot/{slot:08}")
+}
+
+/// A session's identity: the id shown to clients and the fingerprint stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionKey {
+    /// For `x-costguard-session-id`, logs and filter state. A hash when the
+    /// header is a credential, so the secret is never shown.
+    pub display_id: String,
+    pub fingerprint: [u8; 16],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidSessionId;
+
+fn sha256_hex_prefix(domain: &[u8], value: &[u8], hex_len: usize) -> String {
+    let digest = Sha256::new()
+        .chain_update(domain)
+        .chain_update(value)
+        .finalize();
+    digest
+        .iter()
+        .flat_map(|b| [b >> 4, b & 0xF])
+        .take(hex_len)
+        .map(|n| char::from_digit(u32::from(n), 16).unwrap_or('0'))
+        .collect()
+}
+
+impl SessionKey {
+    /// From the `id_header` value. Over 256 bytes or control characters: invalid.
+    pub fn from_header(value: &[u8], is_credential: bool) -> Result<SessionKey, InvalidSessionId> {
+        if value.is_empty()
+            || value.len() > MAX_SESSION_ID_LEN
+            || value.iter().any(|&b| b < 0x20 || b == 0x7F)
+        {
+            return Err(InvalidSessionId);
+        }
+        let display_id = if is_credential {
+            format!(
+                "h:{}",
+                sha256_hex_prefix(b"costguard/credential\0", value, 32)
+            )
+        } else {
+            String::from_utf8_lossy(value).into_owned()
+        };
+        Ok(SessionKey::from_display_id(display_id))
+    }
+
+    pub fn from_display_id(display_id: String) -> SessionKey {
+        let digest = Sha256::new()
+            .chain_update(b"costguard/session\0")
+            .chain_update(display_id.as_bytes())
+            .finalize();
+        let mut fingerprint = [0u8; 16];
+        fingerprint.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
+        if fingerprint == [0; 16] {
+            fingerprint[0] = 1; // all-zero marks a free slot
+        }
+        SessionKey {
+            display_id,
+            fingerprint,
+        }
+    }
+
+    fn home_slot(&self, max_tracked: u32) -> u32 {
+        let mut h = [0u8; 8];
+        h.copy_from_slice(self.fingerprint.get(8..16).unwrap_or(&[0; 8]));
+        (u64::from_le_bytes(h) % u64::from(max_tracked.max(1))) as u32
+    }
+}
+
+pub const FLAG_OVER: u64 = 1;
+
+/// One session slot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionSlot {
+    /// All zeros: free.
+    pub fingerprint: [u8; 16],
+    pub spend: Micros,
+    pub last_seen_ms: u64,
+    pub flags: u64,
+}
+
+impl Record for SessionSlot {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(40);
+        out.extend_from_slice(&self.fingerprint);
+        for v in [self.spend, self.last_seen_ms, self.flags] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let (fp, rest) = bytes.split_at_checked(16)?;
+        let [spend, last_seen_ms, flags] = read_u64s::<3>(rest)?;
+        let mut fingerprint = [0u8; 16];
+        fingerprint.copy_from_slice(fp);
+        Some(SessionSlot {
+            fingerprint,
+            spend,
+            last_seen_ms,
+            flags,
+        })
+    }
+}
+
+impl SessionSlot {
+    pub fn is_free(&self) -> bool {
+        self.fingerprint == [0; 16]
+    }
+    pub fn is_live(&self, cfg: &SessionConfig, now_ms: u64) -> bool {
+        !self.is_free()
+            && now_ms.saturating_sub(self.last_seen_ms) < cfg.idle_ttl_s.saturating_mul(1000)
+    }
+    pub fn is_over(&self, cfg: &SessionConfig) -> bool {
+        self.flags & FLAG_OVER != 0 || cfg.reaches_budget(self.spend)
+    }
+}
+
+/// Where a session lives, for the response to add its spend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionHandle {
+    pub slot: u32,
+    pub key: SessionKey,
+}
+
+/// A session as found (or started) when a request arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionOpen {
+    pub handle: SessionHandle,
+    pub state: SessionSlot,
+    /// The session was not tracked: this request started it.
+    pub started: bool,
+    /// Starting it took the slot of another live session.
+    pub evicted: bool,
+    /// It took a slot that held nothing (so the tracked count grows).
+    pub took_free_slot: bool,
+}
+
+/// Writes to `last_seen_ms` are skipped when the stored one is this recent.
+const TOUCH_GRANULARITY_MS: u64 = 1000;
+
+/// Finds the session's slot, refreshing its last use, or claims one for it.
+pub fn open_session<S: Store + ?Sized>(
+    store: &S,
+    cfg: &SessionConfig,
+    key: &SessionKey,
+    now_ms: u64,
+) -> Result<SessionOpen, StoreError> {
+    let home = key.home_slot(cfg.max_tracked);
+    let probes = PROBES.min(cfg.max_tracked.max(1));
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        // Look for the session itself, noting the best slot to claim.
+        let mut claim: Option<(u32, SessionSlot, u32, bool)> = None; // slot, state, cas, live
+        let mut found: Option<(u32, SessionSlot, u32)> = None;
+        for i in 0..probes {
+            let slot = (home + i) % cfg.max_tracked.max(1);
+            let (state, cas) = match store.get(&slot_key(slot))? {
+                Some((bytes, cas)) => (SessionSlot::decode(&bytes).unwrap_or_default(), cas),
+                None => (SessionSlot::default(), CREATE_CAS),
+            };
+            if state.fingerprint == key.fingerprint {
+                found = Some((slot, state, cas));
+                break;
+            }
+            let live = state.is_live(cfg, now_ms);
+            let better = match &claim {
+                None => true,
+                Some((_, c, _, c_live)) => {
+                    (*c_live && !live) || (*c_live == live && state.last_seen_ms < c.last_seen_ms)
+                }
+            };
+            if better {
+                claim = Some((slot, state, cas, live));
+            }
+        }
+        if let Some((slot, state, cas)) = found {
+            let handle = SessionHandle {
+                slot,
+                key: key.clone(),
+            };
+            if state.is_live(cfg, now_ms) {
+                if now_ms.saturating_sub(state.last_seen_ms) >= TOUCH_GRANULARITY_MS {
+                    let touched = SessionSlot {
+                        last_seen_ms: now_ms,
+                        ..state
+                    };
+                    match store.set(&slot_key(slot), &touched.encode(), cas) {
+                        Ok(()) | Err(StoreError::CasMismatch) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                return Ok(SessionOpen {
+                    handle,
+                    state,
+                    started: false,
+                    evicted: false,
+                    took_free_slot: false,
+                });
+            }
+            // Idle too long: its state is dropped, it starts afresh in place.
+            match start_in(store, key, slot, cas, now_ms)? {
+                Some(state) => {
+                    return Ok(SessionOpen {
+                        handle,
+                        state,
+                        started: true,
+                        evicted: false,
+                        took_free_slot: false,
+                    })
+                }
+                None => continue,
+            }
+        }
+        let Some((slot, old, cas, live)) = claim else {
+            return Err(StoreError::Contended);
+        };
+        // Someone else may claim it first (maybe this very session): then look again.
+        if let Some(state) = start_in(store, key, slot, cas, now_ms)? {
+            return Ok(SessionOpen {
+                handle: SessionHandle {
+                    slot,
+                    key: key.clone(),
+                },
+                state,
+                started: true,
+                evicted: live,
+                took_free_slot: old.is_free(),
+            });
+        }
+    }
+    Err(StoreError::Contended)
+}
+
+/// Writes a fresh record for `key` into `slot` (CAS `cas`); None when another
+/// writer got there first.
+fn start_in<S: Store + ?Sized>(
+    store: &S,
+    key: &SessionKey,
+    slot: u32,
+    cas: u32,
+    now_ms: u64,
+) -> Result<Option<SessionSlot>, StoreError> {
+    let fresh = SessionSlot {
+        fingerprint: key.fingerprint,
+        last_seen_ms: now_ms,
+        ..SessionSlot::default()
+    };
+    match store.set(&slot_key(slot), &fresh.encode(), cas) {
+        Ok(()) => Ok(Some(fresh)),
+        Err(StoreError::CasMismatch) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Result of adding spend to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionAdd {
+    pub before: SessionSlot,
+    pub after: SessionSlot,
+    /// The slot had been given to another session meanwhile: not recorded.
+    pub lost: bool,
+}
+
+fn modify_session<S: Store + ?Sized>(
+    store: &S,
+    handle: &SessionHandle,
+    now_ms: u64,
+    change: impl Fn(&mut SessionSlot),
+) -> Result<SessionAdd, StoreError> {
+    let mut before = SessionSlot::default();
+    let mut lost = false;
+    let (_, after) = update::<S, SessionSlot>(store, &slot_key(handle.slot), |current| {
+        let current = current.copied().unwrap_or_default();
+        before = current;
+        lost = current.fingerprint != handle.key.fingerprint;
+        if lost {
+            return None;
+        }
+        let mut next = current;
+        change(&mut next);
+        next.last_seen_ms = next.last_seen_ms.max(now_ms);
+        Some(next)
+    })?;
+    Ok(SessionAdd {
+        before,
+        after: after.unwrap_or_default(),
+        lost,
+    })
+}
+
+pub fn add_session_spend<S: Store + ?Sized>(
+    store: &S,
+    handle: &SessionHandle,
+    cost: Micros,
+    now_ms: u64,
+) -> Result<SessionAdd, StoreError> {
+    modify_session(store, handle, now_ms, |s| {
+        s.spend = s.spend.saturating_add(cost)
+    })
+}
+
+/// `fail_mode: closed`: the session is treated as over budget from now on.
+pub fn mark_session_over<S: Store + ?Sized>(
+    store: &S,
+    handle: &SessionHandle,
+    now_ms: u64,
+) -> Result<SessionAdd, StoreError> {
+    modify_session(store, handle, now_ms, |s| s.flags |= FLAG_OVER)
+}
+
+/// Frees up to `batch` slots' idle sessions, continuing where the last
+/// sweep (by any VM) stopped. Returns how many sessions it dropped.
+pub fn sweep_idle<S: Store + ?Sized>(
+    store: &S,
+    cfg: &SessionConfig,
+    batch: u32,
+    now_ms: u64,
+) -> Result<u32, StoreError> {
+    #[derive(Clone, Copy, Default)]
+    struct Cursor(u64);
+    impl Record for Cursor {
+        fn encode(&self) -> Vec<u8> {
+            self.0.to_le_bytes().to_vec()
+        }
+        fn decode(bytes: &[u8]) -> Option<Self> {
+            read_u64s::<1>(bytes).map(|[c]| Cursor(c))
+        }
+    }
+    let max = u64::from(cfg.max_tracked.max(1));
+    let (before, _) = update::<S, Cursor>(store, KEY_SWEEP, |c| {
+        Some(Cursor((c.map_or(0, |c| c.0) + u64::from(batch)) % max))
+    })?;
+    let start = before.map_or(0, |c| c.0);
+    let mut dropped = 0;
+    for i in 0..u64::from(batch).min(max) {
+        let slot = ((start + i) % max) as u32;
+        let mut freed = false;
+        update::<S, SessionSlot>(store, &slot_key(slot), |current| {
+            freed = false;
+            let s = current?;
+            if s.is_free() || s.is_live(cfg, now_ms) {
+                return None;
+            }
+            freed = true;
+            Some(SessionSlot::default())
+        })?;
+        if freed {
+            dropped += 1;
+        }
+    }
+    Ok(dropped)
+}

@@ -1,0 +1,269 @@
+use super::*;
+use crate::config::Config;
+use crate::store::mem::MemStore;
+use std::cell::Cell;
+
+fn config(json: &str) -> Config {
+    Config::parse(json.as_bytes()).unwrap()
+}
+
+#[test]
+fn session_spend_and_budget_seed_scenario() {
+    let c = config("{}");
+    let store = MemStore::default();
+    let key = SessionKey::from_header(b"user-1", false).unwrap();
+    let open = open_session(&store, &c.session, &key, 1_000).unwrap();
+    assert!(open.started && open.took_free_slot);
+    for (i, cost) in [2_000_000, 2_000_000, 1_500_000].into_iter().enumerate() {
+        let s = open_session(&store, &c.session, &key, 2_000 + i as u64).unwrap();
+        assert!(!s.state.is_over(&c.session), "call {i} refused");
+        add_session_spend(&store, &s.handle, cost, 2_000).unwrap();
+    }
+    let s = open_session(&store, &c.session, &key, 3_000).unwrap();
+    assert_eq!(s.state.spend, 5_500_000);
+    assert!(s.state.is_over(&c.session));
+    // Another session is unaffected.
+    let other = SessionKey::from_header(b"user-2", false).unwrap();
+    let o = open_session(&store, &c.session, &other, 3_000).unwrap();
+    assert_eq!(o.state.spend, 0);
+    assert!(!o.state.is_over(&c.session));
+}
+
+#[test]
+fn exactly_the_budget_is_over() {
+    let c = config("{}");
+    let store = MemStore::default();
+    let key = SessionKey::from_header(b"exact", false).unwrap();
+    let s = open_session(&store, &c.session, &key, 0).unwrap();
+    add_session_spend(&store, &s.handle, 5_000_000, 0).unwrap();
+    assert!(open_session(&store, &c.session, &key, 1)
+        .unwrap()
+        .state
+        .is_over(&c.session));
+}
+
+#[test]
+fn racing_creators_of_one_key_both_count() {
+    // Two writers both see the key missing; the second's creating write
+    // must fail (CAS mismatch) and retry on top of the first.
+    let store = MemStore::default();
+    let c = config("{}");
+    let fired = Cell::new(false);
+    let hook_cfg = c.global.clone();
+    *store.before_set.borrow_mut() = Some(Box::new(move |s: &MemStore, key: &str| {
+        if key == KEY_GLOBAL && !fired.replace(true) {
+            add_global_spend(s, &hook_cfg, 7, 0, false).unwrap();
+        }
+    }));
+    add_global_spend(&store, &c.global, 5, 0, false).unwrap();
+    *store.before_set.borrow_mut() = None;
+    assert_eq!(read_global(&store).unwrap().window_spend, 12);
+    assert!(store.conflicts.get() >= 1);
+}
+
+#[test]
+fn racing_session_creators_share_one_slot() {
+    let store = MemStore::default();
+    let c = config("{}");
+    let key = SessionKey::from_header(b"raced", false).unwrap();
+    let fired = Cell::new(false);
+    let (hook_cfg, hook_key) = (c.session.clone(), key.clone());
+    *store.before_set.borrow_mut() = Some(Box::new(move |s: &MemStore, _key: &str| {
+        if !fired.replace(true) {
+            let other = open_session(s, &hook_cfg, &hook_key, 0).unwrap();
+            add_session_spend(s, &other.handle, 1_000, 0).unwrap();
+        }
+    }));
+    let mine = open_session(&store, &c.session, &key, 0).unwrap();
+    *store.before_set.borrow_mut() = None;
+    assert!(
+        !mine.started,
+        "the second creator must find the first one's slot"
+    );
+    add_session_spend(&store, &mine.handle, 2_000, 0).unwrap();
+    assert_eq!(
+        open_session(&store, &c.session, &key, 0)
+            .unwrap()
+            .state
+            .spend,
+        3_000
+    );
+}
+
+#[test]
+fn concurrent_spend_updates_are_never_lost() {
+    // Every add's first attempt is interleaved with a competing add: all must land.
+    let store = MemStore::default();
+    let c = config("{}");
+    let key = SessionKey::from_header(b"busy", false).unwrap();
+    let handle = open_session(&store, &c.session, &key, 0).unwrap().handle;
+    let (h2, g2) = (handle.clone(), c.global.clone());
+    let armed = std::rc::Rc::new(Cell::new(false));
+    let trigger = armed.clone();
+    *store.before_set.borrow_mut() = Some(Box::new(move |s: &MemStore, key: &str| {
+        if trigger.replace(false) {
+            if key == KEY_GLOBAL {
+                add_global_spend(s, &g2, 1, 0, false).unwrap();
+            } else {
+                add_session_spend(s, &h2, 1, 0).unwrap();
+            }
+        }
+    }));
+    for _ in 0..100 {
+        armed.set(true);
+        add_session_spend(&store, &handle, 10, 0).unwrap();
+        armed.set(true);
+        add_global_spend(&store, &c.global, 10, 0, false).unwrap();
+    }
+    assert_eq!(store.conflicts.get(), 200);
+    *store.before_set.borrow_mut() = None;
+    let s = open_session(&store, &c.session, &key, 0).unwrap().state;
+    assert_eq!(s.spend, 100 * 11);
+    assert_eq!(read_global(&store).unwrap().window_spend, 100 * 11);
+}
+
+#[test]
+fn breaker_timeline() {
+    // $10 budget, 10 s windows, 4 s cooldown.
+    let c = config(r#"{"global":{"budget_usd":10,"window_s":10,"cooldown_s":4}}"#);
+    let g = &c.global;
+    let store = MemStore::default();
+    let t0 = 1_700_000_000_000; // a window boundary
+    let add = |cost, t| add_global_spend(&store, g, cost, t, false).unwrap();
+    assert!(!add(6_000_000, t0 + 1_000).tripped);
+    let r = add(4_000_000, t0 + 2_000);
+    assert!(r.tripped, "reaching the budget opens it");
+    assert_eq!(
+        r.state.open_until_ms,
+        t0 + 10_000,
+        "closes at the next window"
+    );
+    assert_eq!(retry_after_s(r.state.open_for_ms(t0 + 2_500).unwrap()), 8);
+    assert!(!add(1, t0 + 3_000).tripped, "counts once while open");
+    assert_eq!(read_global(&store).unwrap().trips, 1);
+    assert_eq!(read_global(&store).unwrap().open_for_ms(t0 + 10_000), None);
+    assert_eq!(read_global(&store).unwrap().spend_at(g, t0 + 10_000), 0);
+
+    // Opening late in a window: the cooldown outlasts the window.
+    let r = add(10_000_000, t0 + 18_000);
+    assert!(r.tripped);
+    assert_eq!(r.state.open_until_ms, t0 + 22_000);
+    assert_eq!(read_global(&store).unwrap().trips, 2);
+    // A new window with spend below budget stays closed after reopening.
+    assert!(!add(1_000_000, t0 + 22_500).tripped);
+}
+
+#[test]
+fn idle_sessions_start_afresh_and_are_swept() {
+    let c = config(r#"{"session":{"idle_ttl_s":10,"max_tracked":16}}"#);
+    let store = MemStore::default();
+    let key = SessionKey::from_header(b"sleepy", false).unwrap();
+    let s = open_session(&store, &c.session, &key, 0).unwrap();
+    add_session_spend(&store, &s.handle, 5_000_000, 0).unwrap();
+    assert!(open_session(&store, &c.session, &key, 9_000)
+        .unwrap()
+        .state
+        .is_over(&c.session));
+    // The use at 9 s refreshed it; 10.5 s after that it has been idle too long.
+    let back = open_session(&store, &c.session, &key, 19_500).unwrap();
+    assert!(back.started);
+    assert_eq!(back.state.spend, 0);
+
+    let other = SessionKey::from_header(b"gone", false).unwrap();
+    open_session(&store, &c.session, &other, 20_000).unwrap();
+    assert_eq!(sweep_idle(&store, &c.session, 16, 25_000).unwrap(), 0);
+    assert_eq!(sweep_idle(&store, &c.session, 16, 40_000).unwrap(), 2);
+    assert_eq!(sweep_idle(&store, &c.session, 16, 40_000).unwrap(), 0);
+}
+
+#[test]
+fn slots_are_bounded_and_the_least_recent_is_evicted() {
+    let c = config(r#"{"session":{"max_tracked":4}}"#);
+    let store = MemStore::default();
+    let keys: Vec<SessionKey> = (0..5)
+        .map(|i| SessionKey::from_header(format!("s{i}").as_bytes(), false).unwrap())
+        .collect();
+    let mut evictions = 0;
+    for (i, k) in keys.iter().enumerate() {
+        let o = open_session(&store, &c.session, k, 1_000 * i as u64).unwrap();
+        evictions += u32::from(o.evicted);
+    }
+    assert_eq!(evictions, 1);
+    // s0 was the least recently used: it starts afresh.
+    let again = open_session(&store, &c.session, &keys[0], 10_000).unwrap();
+    assert!(again.started);
+    assert_eq!(store.map.borrow().len(), 4);
+}
+
+#[test]
+fn session_ids_are_validated_and_credentials_hashed() {
+    assert!(SessionKey::from_header(&[b'a'; 256], false).is_ok());
+    assert_eq!(
+        SessionKey::from_header(&[b'a'; 257], false),
+        Err(InvalidSessionId)
+    );
+    assert_eq!(
+        SessionKey::from_header(b"a\x01b", false),
+        Err(InvalidSessionId)
+    );
+    assert_eq!(
+        SessionKey::from_header(b"a\x7fb", false),
+        Err(InvalidSessionId)
+    );
+    assert_eq!(SessionKey::from_header(b"", false), Err(InvalidSessionId));
+    let secret = b"Bearer sk-live-1234567890";
+    let k = SessionKey::from_header(secret, true).unwrap();
+    assert!(k.display_id.starts_with("h:") && k.display_id.len() == 34);
+    assert!(!k.display_id.contains("sk-live"));
+    assert_eq!(k, SessionKey::from_header(secret, true).unwrap());
+    let plain = SessionKey::from_header(b"user-7", false).unwrap();
+    assert_eq!(plain.display_id, "user-7");
+    // Nothing stored carries the id, only its fingerprint.
+    let store = MemStore::default();
+    let c = config("{}");
+    open_session(&store, &c.session, &k, 0).unwrap();
+    for (key, (value, _)) in store.map.borrow().iter() {
+        assert!(!key.contains("sk-live"));
+        assert!(!value.windows(7).any(|w| w == b"sk-live"));
+    }
+}
+
+#[test]
+fn records_round_trip_and_reject_other_layouts() {
+    let g = GlobalState {
+        window_start_ms: 1,
+        window_spend: 2,
+        open_until_ms: 3,
+        trips: 4,
+        unreported: 5,
+        in_flight: 6,
+        in_flight_since_ms: 7,
+        fleet_spend: 8,
+        fleet_reset_at_ms: 9,
+        store_errors: 10,
+        fleet_remaining_hits: 11,
+    };
+    assert_eq!(GlobalState::decode(&g.encode()), Some(g));
+    assert_eq!(GlobalState::decode(&[0; 32]), None);
+    let s = SessionSlot {
+        fingerprint: [7; 16],
+        spend: 9,
+        last_seen_ms: 10,
+        flags: FLAG_OVER,
+    };
+    assert_eq!(SessionSlot::decode(&s.encode()), Some(s));
+    assert_eq!(SessionSlot::decode(&[0; 39]), None);
+    assert_eq!(slot_key(42), "costguard/v1/slot/00000042");
+}
+
+#[test]
+fn fail_closed_marks_the_session_over() {
+    let c = config("{}");
+    let store = MemStore::default();
+    let key = SessionKey::from_header(b"closed", false).unwrap();
+    let s = open_session(&store, &c.session, &key, 0).unwrap();
+    mark_session_over(&store, &s.handle, 0).unwrap();
+    let again = open_session(&store, &c.session, &key, 0).unwrap();
+    assert!(again.state.is_over(&c.session));
+    assert_eq!(again.state.spend, 0);
+}

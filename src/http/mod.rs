@@ -1,0 +1,531 @@
+//! One HTTP request/response exchange, decided without the host.
+//!
+//! [`HttpExchange`] is fed what the adapter reads (request headers, request
+//! body, response headers, response body chunks, the end) and answers with
+//! what the adapter must do (refuse with a local reply, remove headers,
+//! hold or rewrite the request body, set response headers). Everything it
+//! needs from the host beyond that — the store, the clock, the prices,
+//! randomness, stats and filter state — comes through [`HttpEnv`].
+//!
+//! The rules, in order:
+//! - **Admission**: the breaker (503) first, then for WebSocket upgrades the
+//!   `Origin` check (403), for other requests the session (400 for a bad id,
+//!   429 over budget). A store that cannot be read admits (fail open) and
+//!   says so ([`Event::StoreFailed`]).
+//! - **Request**: metered endpoints lose `accept-encoding` (compressed bodies
+//!   cannot be metered); a streaming Chat Completions request body is held,
+//!   up to [`MAX_REWRITE_BODY`], for the `include_usage` rewrite.
+//! - **Response**: usage is read from the body as it passes, never held.
+//! - **Settling**: exactly once per exchange, at the body's end or when the
+//!   stream ends however it ends: priced usage is booked into the session,
+//!   then the stats, then the global window; usage that should be there and
+//!   is not is counted and, with `fail_mode: closed`, ends the session.
+
+pub mod endpoint;
+pub mod include_usage;
+
+pub use endpoint::{plan_response, Endpoint, ResponsePlan};
+pub use include_usage::{inspect_chat_request, Injection, MAX_REWRITE_BODY};
+
+use crate::budget::{self, GlobalState, GlobalView, SessionHandle, SessionKey, Store, StoreError};
+use crate::config::{Config, FailMode};
+use crate::headers::HeaderPairs;
+use crate::meter::{Metered, ResponseMeter};
+use crate::money::{format_usd, Micros};
+use crate::pricing::{price, PriceTable, Priced};
+use crate::realtime::{self, RealtimeSession};
+use crate::replies::{self, LocalReply};
+
+/// Response headers costguard adds.
+pub const HEADER_SESSION_ID: &str = "x-costguard-session-id";
+pub const HEADER_SESSION_REMAINING: &str = "x-costguard-session-remaining-usd";
+
+/// Filter state costguard writes, readable in access logs as
+/// `%FILTER_STATE(wasm.<key>:PLAIN)%`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FilterState {
+    SessionId,
+    /// This stream's spend, USD.
+    CostUsd,
+    /// The session's total so far, USD.
+    SessionCostUsd,
+}
+
+impl FilterState {
+    pub fn key(self) -> &'static str {
+        match self {
+            FilterState::SessionId => "costguard.session_id",
+            FilterState::CostUsd => "costguard.cost_usd",
+            FilterState::SessionCostUsd => "costguard.session_cost_usd",
+        }
+    }
+}
+
+/// What happened, for stats and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Request,
+    RejectedCircuitOpen,
+    RejectedSessionBudget,
+    RejectedOrigin,
+    /// A new HTTP session took a free slot.
+    SessionTracked,
+    SessionEvicted,
+    UsageMissing,
+    UsageParseError,
+    /// A response was priced (stats per model; unknown models).
+    Priced(Priced),
+    /// The global window as read at a refused admission (for the gauges).
+    GlobalSeen(GlobalState),
+    /// This booking opened the breaker.
+    BreakerTripped(GlobalState),
+    /// A session's spend could not be booked: it was evicted meanwhile.
+    SessionLost(String),
+    /// The store failed; what was being done goes on without it.
+    StoreFailed {
+        doing: &'static str,
+        error: StoreError,
+    },
+}
+
+/// What the HTTP path needs from its host.
+pub trait HttpEnv {
+    fn config(&self) -> &Config;
+    /// The prices in use (the configuration's, with the live catalog).
+    fn prices(&self) -> &PriceTable;
+    fn store(&self) -> &dyn Store;
+    /// This VM's view of the global window.
+    fn global_view(&self) -> &GlobalView;
+    fn now_ms(&self) -> u64;
+    fn random_16(&mut self) -> [u8; 16];
+    fn event(&mut self, event: Event);
+    fn filter_state(&mut self, key: FilterState, value: &str);
+}
+
+/// Books a priced response's spend: stats, then the global window.
+pub fn book_global(env: &mut dyn HttpEnv, priced: Priced) {
+    let now = env.now_ms();
+    let cost = priced.cost;
+    env.event(Event::Priced(priced));
+    let global = env.config().global.clone();
+    let fleet = env.config().global_store.is_some();
+    match budget::add_global_spend(env.store(), &global, cost, now, fleet) {
+        Ok(added) => {
+            env.global_view().note(added.state, now);
+            if added.tripped {
+                env.event(Event::BreakerTripped(added.state));
+            }
+        }
+        Err(error) => env.event(Event::StoreFailed {
+            doing: "book global spend",
+            error,
+        }),
+    }
+}
+
+/// Request headers the adapter must remove before the request goes on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemoveHeaders {
+    /// Compressed responses cannot be metered.
+    pub accept_encoding: bool,
+    /// The body will be rewritten: its length changes (it goes chunked).
+    pub content_length: bool,
+    /// Compressed WebSocket frames cannot be metered.
+    pub websocket_extensions: bool,
+}
+
+impl RemoveHeaders {
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        [
+            (self.accept_encoding, "accept-encoding"),
+            (self.content_length, "content-length"),
+            (self.websocket_extensions, "sec-websocket-extensions"),
+        ]
+        .into_iter()
+        .filter_map(|(remove, name)| remove.then_some(name))
+    }
+}
+
+/// The decision on a request's headers.
+pub enum Admission {
+    /// Answer with this reply; the upstream is never called.
+    Refuse(LocalReply),
+    /// Let it go on.
+    Admit {
+        remove: RemoveHeaders,
+        /// A Realtime WebSocket session starts (if the upstream answers 101).
+        realtime: Option<Box<RealtimeSession>>,
+    },
+}
+
+/// What to do with a request body chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestBody {
+    /// Let it pass.
+    Continue,
+    /// Hold it (Envoy buffers) until the request's end.
+    Pause,
+    /// The whole body is here: read it and call [`HttpExchange::rewrite_request_body`].
+    Rewrite,
+}
+
+/// The HTTP session a request belongs to.
+struct HttpSession {
+    handle: SessionHandle,
+    /// Budget left when the call was admitted.
+    remaining: Micros,
+}
+
+/// One request/response exchange (see the module docs).
+pub struct HttpExchange {
+    endpoint: Endpoint,
+    holding_body: bool,
+    request_model: Option<String>,
+    session: Option<HttpSession>,
+    meter: Option<ResponseMeter>,
+    /// A successful response whose usage cannot be read at all.
+    unreadable: bool,
+    settled: bool,
+}
+
+impl Default for HttpExchange {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpExchange {
+    pub fn new() -> Self {
+        HttpExchange {
+            endpoint: Endpoint::Other,
+            holding_body: false,
+            request_model: None,
+            session: None,
+            meter: None,
+            unreadable: false,
+            settled: false,
+        }
+    }
+
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint
+    }
+
+    /// The request's headers: admit or refuse, and what to change.
+    pub fn on_request_headers(
+        &mut self,
+        env: &mut dyn HttpEnv,
+        headers: &HeaderPairs,
+        end_of_stream: bool,
+    ) -> Admission {
+        env.event(Event::Request);
+        self.endpoint = Endpoint::classify(headers.get_str(":path").unwrap_or(""));
+        let now = env.now_ms();
+        if let Err(reply) = self.check_breaker(env, now) {
+            self.settled = true;
+            return Admission::Refuse(reply);
+        }
+        let is_upgrade = headers
+            .get_str("upgrade")
+            .is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket"));
+        if is_upgrade {
+            return self.admit_upgrade(env, headers, now);
+        }
+        if let Err(reply) = self.open_session(env, headers, now) {
+            self.settled = true;
+            return Admission::Refuse(reply);
+        }
+        let mut remove = RemoveHeaders::default();
+        if self.endpoint == Endpoint::Other {
+            return Admission::Admit {
+                remove,
+                realtime: None,
+            };
+        }
+        remove.accept_encoding = headers.get("accept-encoding").is_some();
+        let wants_rewrite = self.endpoint == Endpoint::ChatCompletions
+            && env.config().inject_stream_usage
+            && !end_of_stream;
+        if wants_rewrite {
+            let length = headers
+                .get_str("content-length")
+                .and_then(|l| l.trim().parse::<usize>().ok());
+            if length.is_none_or(|l| l <= MAX_REWRITE_BODY) {
+                // A rewritten body has another length, and the headers go
+                // upstream before the body is read (pausing the headers stops
+                // the body callbacks too): the body goes chunked.
+                remove.content_length = length.is_some();
+                self.holding_body = true;
+            }
+        }
+        Admission::Admit {
+            remove,
+            realtime: None,
+        }
+    }
+
+    fn check_breaker(&mut self, env: &mut dyn HttpEnv, now: u64) -> Result<(), LocalReply> {
+        match env.global_view().for_admission(env.store(), now) {
+            Ok(state) => {
+                if let Some(open_ms) = state.open_for_ms(now) {
+                    env.event(Event::RejectedCircuitOpen);
+                    env.event(Event::GlobalSeen(state));
+                    return Err(replies::circuit_open(budget::retry_after_s(open_ms)));
+                }
+            }
+            Err(error) => env.event(Event::StoreFailed {
+                doing: "read the global window",
+                error,
+            }),
+        }
+        Ok(())
+    }
+
+    /// A WebSocket upgrade: the Origin check, then a Realtime session of its own.
+    fn admit_upgrade(
+        &mut self,
+        env: &mut dyn HttpEnv,
+        headers: &HeaderPairs,
+        now: u64,
+    ) -> Admission {
+        let origins = &env.config().allowed_origins;
+        let origin = headers.get_str("origin");
+        let allowed = origins.is_empty() || origin.is_some_and(|o| origins.iter().any(|a| a == o));
+        if !allowed {
+            env.event(Event::RejectedOrigin);
+            self.settled = true;
+            return Admission::Refuse(replies::origin_not_allowed());
+        }
+        let remove = RemoveHeaders {
+            websocket_extensions: true,
+            ..RemoveHeaders::default()
+        };
+        // Realtime sessions settle themselves; the exchange has nothing to meter.
+        self.settled = true;
+        if self.endpoint != Endpoint::Realtime {
+            return Admission::Admit {
+                remove,
+                realtime: None,
+            };
+        }
+        let path = headers.get_str(":path").unwrap_or("");
+        let id = realtime::uuid_v4(env.random_16());
+        let model = realtime::model_from_path(path).unwrap_or_default();
+        env.filter_state(FilterState::SessionId, &id);
+        Admission::Admit {
+            remove,
+            realtime: Some(Box::new(RealtimeSession::new(id, model, now))),
+        }
+    }
+
+    /// The request's session (`session.id_header`), if it has one.
+    fn open_session(
+        &mut self,
+        env: &mut dyn HttpEnv,
+        headers: &HeaderPairs,
+        now: u64,
+    ) -> Result<(), LocalReply> {
+        let cfg = env.config().session.clone();
+        let Some(value) = headers.get(&cfg.id_header) else {
+            return Ok(());
+        };
+        let key = SessionKey::from_header(value, cfg.id_header_is_credential)
+            .map_err(|_| replies::invalid_session_id(&cfg.id_header))?;
+        let open = match budget::open_session(env.store(), &cfg, &key, now) {
+            Ok(o) => o,
+            Err(error) => {
+                env.event(Event::StoreFailed {
+                    doing: "read session state",
+                    error,
+                });
+                return Ok(());
+            }
+        };
+        if open.took_free_slot {
+            env.event(Event::SessionTracked);
+        }
+        if open.evicted {
+            env.event(Event::SessionEvicted);
+        }
+        env.filter_state(FilterState::SessionId, &key.display_id);
+        if open.state.is_over(&cfg) {
+            env.event(Event::RejectedSessionBudget);
+            env.filter_state(FilterState::SessionCostUsd, &format_usd(open.state.spend));
+            return Err(replies::session_budget_exceeded(
+                open.state.spend,
+                cfg.budget,
+            ));
+        }
+        self.session = Some(HttpSession {
+            handle: open.handle,
+            remaining: cfg.budget.saturating_sub(open.state.spend),
+        });
+        Ok(())
+    }
+
+    /// A request body chunk: held for the rewrite, or passed.
+    pub fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> RequestBody {
+        if !self.holding_body {
+            return RequestBody::Continue;
+        }
+        if body_size > MAX_REWRITE_BODY {
+            // Too large to hold: headers and body go on as they are.
+            self.holding_body = false;
+            return RequestBody::Continue;
+        }
+        if !end_of_stream {
+            return RequestBody::Pause;
+        }
+        self.holding_body = false;
+        RequestBody::Rewrite
+    }
+
+    /// The whole held request body: notes its model, and returns the body to
+    /// send instead, if it changes.
+    pub fn rewrite_request_body(&mut self, body: &[u8]) -> Option<Vec<u8>> {
+        let request = inspect_chat_request(body);
+        self.request_model = request.model;
+        match request.injection {
+            Injection::Rewritten(new_body) => Some(new_body),
+            _ => None,
+        }
+    }
+
+    /// Response headers to set (before anything else of the response).
+    pub fn response_headers_to_set(&self) -> Vec<(&'static str, String)> {
+        match &self.session {
+            Some(s) => vec![
+                (HEADER_SESSION_ID, s.handle.key.display_id.clone()),
+                (HEADER_SESSION_REMAINING, format_usd(s.remaining)),
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    /// Whether [`Self::on_response_headers`] needs the response's headers.
+    pub fn reads_response_headers(&self) -> bool {
+        self.endpoint != Endpoint::Other && !self.settled
+    }
+
+    /// The response's headers: how its body will be metered.
+    pub fn on_response_headers(
+        &mut self,
+        env: &mut dyn HttpEnv,
+        headers: &HeaderPairs,
+        end_of_stream: bool,
+    ) {
+        if !self.reads_response_headers() {
+            return;
+        }
+        let status = headers
+            .get_str(":status")
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(0);
+        let plan = plan_response(
+            self.endpoint,
+            status,
+            headers.get_str("content-type"),
+            headers.get_str("content-encoding"),
+        );
+        match plan {
+            ResponsePlan::Meter(kind) => self.meter = Some(ResponseMeter::new(kind)),
+            ResponsePlan::Unreadable => self.unreadable = true,
+            ResponsePlan::Ignore => {}
+        }
+        if end_of_stream {
+            self.settle(env);
+        }
+    }
+
+    /// Whether response body chunks must be read.
+    pub fn reads_response_body(&self) -> bool {
+        self.meter.is_some() && !self.settled
+    }
+
+    pub fn on_response_body(&mut self, env: &mut dyn HttpEnv, chunk: &[u8], end_of_stream: bool) {
+        if let Some(meter) = &mut self.meter {
+            meter.feed(chunk);
+        }
+        if end_of_stream {
+            self.settle(env);
+        }
+    }
+
+    /// The stream ended, however it ended (`on_log`): settles what is left.
+    pub fn on_end(&mut self, env: &mut dyn HttpEnv) {
+        self.settle(env);
+    }
+
+    /// Settles the response's usage, exactly once.
+    fn settle(&mut self, env: &mut dyn HttpEnv) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        self.holding_body = false;
+        if self.unreadable {
+            return self.usage_unavailable(env, false);
+        }
+        let Some(mut meter) = self.meter.take() else {
+            return;
+        };
+        match meter.finish() {
+            Metered::Usage { model, usage, tier } => {
+                let priced = price(
+                    env.prices(),
+                    model.as_deref(),
+                    self.request_model.as_deref(),
+                    &usage,
+                    tier,
+                );
+                self.book(env, priced);
+            }
+            Metered::Missing => self.usage_unavailable(env, false),
+            Metered::Malformed => self.usage_unavailable(env, true),
+        }
+    }
+
+    /// Books a priced response: the session's spend, then the stats and the
+    /// global window.
+    fn book(&mut self, env: &mut dyn HttpEnv, priced: Priced) {
+        let now = env.now_ms();
+        env.filter_state(FilterState::CostUsd, &format_usd(priced.cost));
+        if let Some(session) = &self.session {
+            match budget::add_session_spend(env.store(), &session.handle, priced.cost, now) {
+                Ok(added) if !added.lost => {
+                    env.filter_state(FilterState::SessionCostUsd, &format_usd(added.after.spend));
+                }
+                Ok(_) => env.event(Event::SessionLost(session.handle.key.display_id.clone())),
+                Err(error) => env.event(Event::StoreFailed {
+                    doing: "book session spend",
+                    error,
+                }),
+            }
+        }
+        book_global(env, priced);
+    }
+
+    /// Usage that should have been there was not: count it, and with
+    /// `fail_mode: closed` treat the session as over budget.
+    fn usage_unavailable(&mut self, env: &mut dyn HttpEnv, malformed: bool) {
+        env.event(if malformed {
+            Event::UsageParseError
+        } else {
+            Event::UsageMissing
+        });
+        if env.config().fail_mode != FailMode::Closed {
+            return;
+        }
+        if let Some(session) = &self.session {
+            let now = env.now_ms();
+            if let Err(error) = budget::mark_session_over(env.store(), &session.handle, now) {
+                env.event(Event::StoreFailed {
+                    doing: "close the session",
+                    error,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,120 @@
+//! The shared key-value store budgets live in: Envoy's shared data in
+//! production (one per process, every worker), an in-memory store with the
+//! same semantics in tests.
+//!
+//! Every write is a compare-and-swap, retried on conflict: no update is lost.
+//! Envoy ignores the CAS value when the key does not exist yet, so a key is
+//! created with [`CREATE_CAS`], a value no existing key holds in practice:
+//! of two racing creators the second then fails with a CAS mismatch and
+//! retries against the first one's value.
+
+/// CAS value for creating writes (see the module docs).
+pub const CREATE_CAS: u32 = u32::MAX;
+/// Conflicting writers retry this often before giving up (never seen above
+/// a handful with 2 workers; the cap only bounds a pathological case).
+pub const MAX_CAS_ATTEMPTS: u32 = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreError {
+    CasMismatch,
+    /// Too many conflicting writers in a row.
+    Contended,
+    /// The host refused the call (status code).
+    Host(u32),
+}
+
+/// A key-value store with compare-and-swap, as Envoy's shared data behaves:
+/// `get` returns the value and its CAS token; `set` with `Some(cas)` fails
+/// with [`StoreError::CasMismatch`] when the key exists with another token,
+/// and succeeds whatever the token when the key does not exist.
+pub trait Store {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError>;
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError>;
+}
+
+/// Fixed-width encoding of a stored record.
+pub trait Record: Sized + Default {
+    fn encode(&self) -> Vec<u8>;
+    /// None for a value of another layout (then it is treated as absent).
+    fn decode(bytes: &[u8]) -> Option<Self>;
+}
+
+pub(crate) fn read_u64s<const N: usize>(bytes: &[u8]) -> Option<[u64; N]> {
+    if bytes.len() != N * 8 {
+        return None;
+    }
+    let mut out = [0u64; N];
+    for (slot, chunk) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+        *slot = u64::from_le_bytes(chunk.try_into().ok()?);
+    }
+    Some(out)
+}
+
+/// Updates one key with a CAS loop: `f` sees the current record (None when
+/// absent) and returns the new one, or None to leave the key as it is.
+/// Returns the record before and after.
+pub fn update<S: Store + ?Sized, R: Record + Clone>(
+    store: &S,
+    key: &str,
+    mut f: impl FnMut(Option<&R>) -> Option<R>,
+) -> Result<(Option<R>, Option<R>), StoreError> {
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        let (current, cas) = match store.get(key)? {
+            Some((bytes, cas)) => (R::decode(&bytes), cas),
+            None => (None, CREATE_CAS),
+        };
+        let Some(next) = f(current.as_ref()) else {
+            return Ok((current.clone(), current));
+        };
+        match store.set(key, &next.encode(), cas) {
+            Ok(()) => return Ok((current, Some(next))),
+            Err(StoreError::CasMismatch) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Contended)
+}
+
+#[cfg(test)]
+pub mod mem {
+    use super::*;
+    use std::cell::{Cell, RefCell};
+    use std::collections::HashMap;
+
+    /// Envoy's shared-data semantics, in memory: a global CAS counter,
+    /// CAS ignored for missing keys, and an optional hook that runs before
+    /// each `set` so tests can interleave a competing writer.
+    type SetHook = Box<dyn FnMut(&MemStore, &str)>;
+
+    #[derive(Default)]
+    pub struct MemStore {
+        pub(crate) map: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+        next_cas: Cell<u32>,
+        pub before_set: RefCell<Option<SetHook>>,
+        pub conflicts: Cell<u32>,
+    }
+
+    impl Store for MemStore {
+        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+            Ok(self.map.borrow().get(key).cloned())
+        }
+        fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+            let hook = self.before_set.borrow_mut().take();
+            if let Some(mut h) = hook {
+                h(self, key);
+                *self.before_set.borrow_mut() = Some(h);
+            }
+            let mut map = self.map.borrow_mut();
+            if let Some((_, current)) = map.get(key) {
+                if cas != 0 && cas != *current {
+                    self.conflicts.set(self.conflicts.get() + 1);
+                    return Err(StoreError::CasMismatch);
+                }
+            }
+            let next = self.next_cas.get().wrapping_add(1).max(1);
+            self.next_cas.set(next);
+            map.insert(key.to_string(), (value.to_vec(), next));
+            Ok(())
+        }
+    }
+}
