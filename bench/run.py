@@ -6,7 +6,11 @@ sessions) — driven by wrk, configurations interleaved A B C D A B C D … so
 machine drift cancels out. Prints a table of medians and ratios and writes
 BENCHMARKS.md.
 
-usage: bench/run.py [--rounds N] [--seconds S] [--out BENCHMARKS.md]
+With `--baseline-wasm PATH` (an earlier build of costguard), two more
+configurations run in the same interleaved rounds — that build without and
+with sessions — and the report gives the new build's ratio to it.
+
+usage: bench/run.py [--rounds N] [--seconds S] [--out BENCHMARKS.md] [--baseline-wasm PATH [--baseline-label TEXT]]
 """
 import argparse
 import json
@@ -51,6 +55,7 @@ WORKLOADS = {
 def start_envoy(sim_port, name, spec):
     e = Envoy(sim_port, COSTGUARD_CONFIG, concurrency=2, no_filter=spec.get("no_filter", False),
               wasm=spec.get("wasm", WASM))
+    e.wasm_path = Path(spec.get("wasm", WASM))
     started = time.monotonic()
     e.wait_ready()
     e.ready_s = time.monotonic() - started
@@ -96,7 +101,12 @@ def main():
     p.add_argument("--seconds", type=int, default=5)
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    p.add_argument("--baseline-wasm", help="an earlier costguard build to compare against in the same run")
+    p.add_argument("--baseline-label", default="before")
     a = p.parse_args()
+    if a.baseline_wasm:
+        CONFIGS[f"costguard ({a.baseline_label})"] = {"wasm": Path(a.baseline_wasm)}
+        CONFIGS[f"costguard + sessions ({a.baseline_label})"] = {"wasm": Path(a.baseline_wasm), "sessions": 64}
 
     sim = Sim()
     envoys = []
@@ -163,7 +173,9 @@ def render(results, rss, ready, a):
         "- Configurations: **no filter**; **do-nothing Wasm** (`bench/noop`, the floor of any proxy-wasm filter); "
         "**costguard** (pricing, stats, the global window and breaker; requests carry no session); "
         "**costguard + sessions** (every request in one of 64 sessions: a session lookup before and a CAS after).",
-        f"- costguard.wasm: {WASM.stat().st_size / 1024:.0f} KiB; do-nothing filter: {NOOP_WASM.stat().st_size / 1024:.0f} KiB.",
+        f"- costguard.wasm: {WASM.stat().st_size / 1024:.0f} KiB; do-nothing filter: {NOOP_WASM.stat().st_size / 1024:.0f} KiB" +
+        (f"; the baseline ({a.baseline_label}): {Path(a.baseline_wasm).stat().st_size / 1024:.0f} KiB, run as "
+         f"two more configurations in the same rounds." if a.baseline_wasm else "."),
         "- Time to `/ready` (Envoy start incl. Wasm VMs): " +
         ", ".join(f"{n} {ready[n]:.2f} s" for n in names) + ".",
         "",
@@ -187,6 +199,16 @@ def render(results, rss, ready, a):
                 f"{median(r['p99']):.0f} | {median(r['p999']):.0f} | {p50_1:.0f} | {p50_1 - floor_p50:+.0f} | "
                 f"{rss[n] / 1024:.0f} MiB |")
         lines.append("")
+        if a.baseline_wasm:
+            ratios = []
+            for n in ("costguard", "costguard + sessions"):
+                new = median(results[(wname, n)]["rps"])
+                old = median(results[(wname, f"{n} ({a.baseline_label})")]["rps"])
+                new_p50 = median(results[(wname, n)]["p50_1c"])
+                old_p50 = median(results[(wname, f"{n} ({a.baseline_label})")]["p50_1c"])
+                ratios.append(f"{n}: {new / old:.3f}× the {a.baseline_label} build's req/s, "
+                              f"{new_p50 - old_p50:+.0f} µs p50 @1 conn")
+            lines += ["This build against the baseline: " + "; ".join(ratios) + ".", ""]
     return "\n".join(lines)
 
 

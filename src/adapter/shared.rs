@@ -100,7 +100,7 @@ pub struct Shared {
     pub config: Config,
     /// The configuration's price table with the live catalog's layer, as
     /// last picked up from shared data (version 0: none).
-    prices: RefCell<Rc<PriceTable>>,
+    prices: Cell<Option<Rc<PriceTable>>>,
     catalog_version: Cell<u64>,
 }
 
@@ -109,7 +109,7 @@ impl Shared {
         let prices = Rc::new(config.prices.clone());
         let shared = Shared {
             vm: vm(),
-            prices: RefCell::new(prices),
+            prices: Cell::new(Some(prices)),
             catalog_version: Cell::new(0),
             config,
         };
@@ -121,7 +121,13 @@ impl Shared {
     }
 
     pub fn prices(&self) -> Rc<PriceTable> {
-        Rc::clone(&self.prices.borrow())
+        // A Cell, not a RefCell: no borrow that could fail.
+        let current = self.prices.take();
+        let prices = current
+            .clone()
+            .unwrap_or_else(|| Rc::new(self.config.prices.clone()));
+        self.prices.set(current);
+        prices
     }
 
     /// The core's host for one callback.
@@ -140,7 +146,7 @@ impl Shared {
             .metrics
             .pricing_models
             .record(prices.model_count() as u64);
-        *self.prices.borrow_mut() = Rc::new(prices);
+        self.prices.set(Some(Rc::new(prices)));
         self.catalog_version.set(version);
     }
 
@@ -202,7 +208,12 @@ impl Shared {
             Event::Priced(priced) => {
                 m.record_priced(&priced);
                 if let Some(name) = &priced.unknown_name {
-                    if self.vm.unknown_models.borrow_mut().first_sighting(name) {
+                    let first = self
+                        .vm
+                        .unknown_models
+                        .try_borrow_mut()
+                        .is_ok_and(|mut seen| seen.first_sighting(name));
+                    if first {
                         log::warn!(
                             "model {name:?} has no price: priced as unknown_model and counted in \
                              costguard.usage.unknown_model (add it to `pricing`)"

@@ -175,7 +175,66 @@ class Envoy:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self._log.close()
-        self.dir.cleanup()
+        if self.dir is not None:
+            self.dir.cleanup()
+
+
+class LdsEnvoy(Envoy):
+    """A real Envoy whose listener (with costguard's configuration) comes from
+    a file through LDS: `push` delivers a changed configuration without a
+    restart, as a control plane would."""
+
+    def __init__(self, upstream_port, plugin_config, tmp_path, concurrency=2):
+        self.port, self.admin_port = free_port(), free_port()
+        self.upstream_port = upstream_port
+        self.tmp_path = Path(tmp_path)
+        self.lds = self.tmp_path / "lds.yaml"
+        self.access_log = self.tmp_path / "access.log"
+        bootstrap, listener = self._render(plugin_config)
+        self._publish(listener)
+        bootstrap["node"] = {"id": "costguard-test", "cluster": "costguard-test"}
+        bootstrap["dynamic_resources"] = {"lds_config": {"resource_api_version": "V3", "path_config_source": {
+            "path": str(self.lds), "watched_directory": {"path": str(self.tmp_path)}}}}
+        self.config_path = self.tmp_path / "bootstrap.yaml"
+        self.config_path.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
+        self.dir = None
+        self.log_path = self.tmp_path / "envoy.log"
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [str(ENVOY_BIN), "-c", str(self.config_path), "--concurrency", str(concurrency),
+             "--disable-hot-restart", "--file-flush-interval-msec", "100",
+             "--log-level", "warn", "--component-log-level", "wasm:info"],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin = f"http://127.0.0.1:{self.admin_port}"
+
+    def _render(self, plugin_config):
+        cfg = envoyconf.render(listen=self.port, admin=self.admin_port,
+                               upstream=f"http://127.0.0.1:{self.upstream_port}", wasm=WASM,
+                               plugin_config=plugin_config, access_log=self.access_log)
+        return cfg, cfg["static_resources"].pop("listeners")[0]
+
+    def _publish(self, listener):
+        listener["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
+        tmp = self.tmp_path / "lds.tmp"
+        tmp.write_text(yaml.safe_dump({"resources": [listener]}, sort_keys=False))
+        os.rename(tmp, self.lds)
+
+    def push(self, plugin_config):
+        """Delivers a changed plugin configuration; returns once Envoy replaced the listener."""
+        before = self.stats_all().get("listener_manager.listener_modified", 0)
+        self._publish(self._render(plugin_config)[1])
+        wait_until(lambda: self.stats_all().get("listener_manager.listener_modified", 0) > before,
+                   timeout=30, what="the listener to be replaced")
+
+    def wait_serving(self):
+        def serves():
+            try:
+                return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+        wait_until(serves, what="the listener up")
+        return self
 
 
 @pytest.fixture(scope="session", autouse=True)

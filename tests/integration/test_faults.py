@@ -2,7 +2,6 @@
 `costguard.sessions.active` returns to 0, the recorded spend equals the spend
 that was reported before the fault, and the fault is counted in a stat."""
 import json
-import os
 import socket
 import struct
 import time
@@ -10,10 +9,9 @@ from pathlib import Path
 
 import pytest
 import requests
-import yaml
 from websockets.exceptions import ConnectionClosed
 
-from conftest import ENVOY_BIN, ROOT, WASM, Envoy, StatDelta, chat, envoyconf, free_port, wait_until
+from conftest import Envoy, LdsEnvoy, StatDelta, chat, wait_until
 from test_realtime import closed_by, open_session, recv_json, respond, rt_usage
 
 CONFIG = {"pricing": {"gpt-realtime": {"input": 100, "output": 200}, "gpt-5": {"input": 10, "output": 30}},
@@ -214,47 +212,14 @@ def test_fail_mode_closed_for_cut_streams_and_missing_realtime_usage(start_envoy
 def test_config_reload_keeps_budgets(sim, tmp_path):
     """A changed plugin configuration (pushed through LDS) rebuilds costguard's plugin;
     budgets in shared data survive it."""
-    port, admin = free_port(), free_port()
-
-    def listener(budget):
-        cfg = envoyconf.render(listen=port, admin=admin, upstream=f"http://127.0.0.1:{sim.port}", wasm=WASM,
-                               plugin_config={**CONFIG, "session": {"budget_usd": budget}})
-        return cfg, cfg["static_resources"].pop("listeners")[0]
-
-    bootstrap, first = listener(5)
-    lds = tmp_path / "lds.yaml"
-
-    def publish(l):
-        l["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
-        tmp = tmp_path / "lds.tmp"
-        tmp.write_text(yaml.safe_dump({"resources": [l]}, sort_keys=False))
-        os.rename(tmp, lds)
-
-    publish(first)
-    bootstrap["node"] = {"id": "costguard-test", "cluster": "costguard-test"}
-    bootstrap["dynamic_resources"] = {"lds_config": {"resource_api_version": "V3", "path_config_source": {
-        "path": str(lds), "watched_directory": {"path": str(tmp_path)}}}}
-    (tmp_path / "bootstrap.yaml").write_text(yaml.safe_dump(bootstrap, sort_keys=False))
-    e = Envoy.__new__(Envoy)
-    e.port, e.admin_port = port, admin
-    e.url, e.admin = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
-    e.dir = None
-    log = open(tmp_path / "envoy.log", "w")
-    e._log, e.log_path = log, tmp_path / "envoy.log"
-    e.proc = __import__("subprocess").Popen(
-        [str(ENVOY_BIN), "-c", str(tmp_path / "bootstrap.yaml"), "--concurrency", "2", "--disable-hot-restart",
-         "--log-level", "warn", "--component-log-level", "wasm:info"], stdout=log, stderr=log, cwd=ROOT)
+    e = LdsEnvoy(sim.port, {**CONFIG, "session": {"budget_usd": 5}}, tmp_path)
     try:
-        e.wait_ready()
-        wait_until(lambda: _serves(e), what="listener up")
+        e.wait_ready().wait_serving()
         r = chat(e, model="gpt-5", usage={"prompt_tokens": 200_000, "completion_tokens": 0},
                  headers={"x-session-id": "reload"})
         assert r.headers["x-costguard-session-remaining-usd"] == "5"
         spent_before = wait_until(lambda: e.stat("costguard.cost_micro_usd"), what="cost")
-        _, second = listener(10)
-        publish(second)
-        wait_until(lambda: e.stats_all().get("listener_manager.listener_modified", 0) >= 1, timeout=30,
-                   what="the listener to be replaced")
+        e.push({**CONFIG, "session": {"budget_usd": 10}})
         # $2 spent before the reload; the new budget is $10: $8 left.
         r = wait_until(lambda: (lambda r: r if r.headers.get("x-costguard-session-remaining-usd") == "8" else None)(
             chat(e, model="gpt-5", usage={"prompt_tokens": 1, "completion_tokens": 0},
@@ -262,14 +227,4 @@ def test_config_reload_keeps_budgets(sim, tmp_path):
         assert r.status_code == 200
         assert e.stat("costguard.cost_micro_usd") >= spent_before
     finally:
-        if e.proc.poll() is None:
-            e.proc.terminate()
-            e.proc.wait(timeout=15)
-        log.close()
-
-
-def _serves(e):
-    try:
-        return requests.get(f"{e.url}/healthz", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
+        e.stop()
