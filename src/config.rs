@@ -6,8 +6,8 @@
 use crate::money::{json_number_to_units, Micros, MICROS_PER_USD};
 use crate::pricing::table::ModelTable;
 use crate::pricing::{
-    builtin_table, default_unknown_model, LongContext, ModelPricing, PriceEntry, PriceTable,
-    TierPrices,
+    builtin_table, default_unknown_model, LongContext, ModelPrices, ModelPricing, PriceEntry,
+    PriceTable, TierPrices,
 };
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -102,16 +102,7 @@ impl std::fmt::Display for ConfigError {
 }
 
 const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "api-key"];
-const PRICE_KEYS: [&str; 8] = [
-    "input",
-    "cached_input",
-    "output",
-    "audio_input",
-    "cached_audio_input",
-    "audio_output",
-    "image_input",
-    "cached_image_input",
-];
+const PRICE_KEYS: [&str; 8] = ModelPrices::KEYS;
 
 /// A JSON object being read, with its key path for error messages.
 struct Section<'a> {
@@ -229,7 +220,7 @@ fn flat_prices(key: &str, v: &Value) -> Result<PriceEntry, ConfigError> {
 /// Standard prices plus optional `flex` / `priority` tiers, each resolved
 /// with the same fallbacks.
 fn tier_prices(s: &Section<'_>) -> Result<TierPrices, ConfigError> {
-    let tier = |name: &str| -> Result<Option<crate::pricing::ModelPrices>, ConfigError> {
+    let tier = |name: &str| -> Result<Option<ModelPrices>, ConfigError> {
         s.get(name)
             .map(|v| flat_prices(&s.key(name), v).map(|e| e.resolve()))
             .transpose()

@@ -248,14 +248,7 @@ mod tests {
         m.finish()
     }
 
-    fn text_usage(input: u64, cached: u64, output: u64) -> Usage {
-        Usage {
-            text_input: input - cached,
-            cached_text_input: cached,
-            text_output: output,
-            ..Usage::default()
-        }
-    }
+    use crate::usage::tests::text_usage;
 
     const CHAT_JSON: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-5-2025-08-07",
       "choices":[{"index":0,"message":{"role":"assistant","content":"the \"usage\": {\"prompt_tokens\": 999}"}}],

@@ -169,8 +169,18 @@ impl Usage {
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
+
+    /// Text-only usage: `input` tokens (`cached` of them cached) and `output`.
+    pub fn text_usage(input: u64, cached: u64, output: u64) -> Usage {
+        Usage {
+            text_input: input - cached,
+            cached_text_input: cached,
+            text_output: output,
+            ..Usage::default()
+        }
+    }
 
     #[test]
     fn chat_completion_usage_with_cached_and_audio() {

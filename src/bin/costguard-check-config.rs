@@ -32,20 +32,12 @@ const USAGE: &str =
 
 /// USD per 1M tokens, every price of one tier.
 fn prices_line(p: &ModelPrices) -> String {
-    [
-        ("input", p.input),
-        ("cached_input", p.cached_input),
-        ("output", p.output),
-        ("audio_input", p.audio_input),
-        ("cached_audio_input", p.cached_audio_input),
-        ("audio_output", p.audio_output),
-        ("image_input", p.image_input),
-        ("cached_image_input", p.cached_image_input),
-    ]
-    .iter()
-    .map(|(k, v)| format!("{k}={}", format_usd(*v)))
-    .collect::<Vec<_>>()
-    .join(" ")
+    ModelPrices::KEYS
+        .iter()
+        .zip(p.to_array())
+        .map(|(k, v)| format!("{k}={}", format_usd(v)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn tiers_lines(prefix: &str, t: &TierPrices) -> Vec<String> {

@@ -208,16 +208,7 @@ const HAS_LONG_FLEX: u8 = 8;
 const HAS_LONG_PRIORITY: u8 = 16;
 
 fn put_prices(out: &mut Vec<u8>, p: &ModelPrices) {
-    for v in [
-        p.input,
-        p.cached_input,
-        p.output,
-        p.audio_input,
-        p.cached_audio_input,
-        p.audio_output,
-        p.image_input,
-        p.cached_image_input,
-    ] {
+    for v in p.to_array() {
         out.extend_from_slice(&v.to_le_bytes());
     }
 }
@@ -280,16 +271,11 @@ impl Decoder<'_> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
     fn prices(&mut self) -> Option<ModelPrices> {
-        Some(ModelPrices {
-            input: self.u64()?,
-            cached_input: self.u64()?,
-            output: self.u64()?,
-            audio_input: self.u64()?,
-            cached_audio_input: self.u64()?,
-            audio_output: self.u64()?,
-            image_input: self.u64()?,
-            cached_image_input: self.u64()?,
-        })
+        let mut v = [0u64; 8];
+        for slot in &mut v {
+            *slot = self.u64()?;
+        }
+        Some(ModelPrices::from_array(v))
     }
     fn optional(&mut self, present: bool) -> Option<Option<ModelPrices>> {
         if present {

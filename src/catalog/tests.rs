@@ -113,16 +113,7 @@ fn converts_prices_and_tiers_exactly() {
     let (_, rt) = table.get("gpt-realtime-2").unwrap();
     let TierPrices { standard: p, .. } = rt.base;
     assert_eq!(
-        [
-            p.input,
-            p.cached_input,
-            p.output,
-            p.audio_input,
-            p.cached_audio_input,
-            p.audio_output,
-            p.image_input,
-            p.cached_image_input
-        ],
+        p.to_array(),
         [4_000_000, 400_000, 24_000_000, 32_000_000, 400_000, 64_000_000, 5_000_000, 500_000]
     );
     let (_, emb) = table.get("text-embedding-3-small").unwrap();

@@ -36,6 +36,50 @@ pub struct ModelPrices {
     pub cached_image_input: u64,
 }
 
+impl ModelPrices {
+    /// The price keys, in the order of [`ModelPrices::to_array`].
+    pub const KEYS: [&'static str; 8] = [
+        "input",
+        "cached_input",
+        "output",
+        "audio_input",
+        "cached_audio_input",
+        "audio_output",
+        "image_input",
+        "cached_image_input",
+    ];
+
+    /// Every price, in [`ModelPrices::KEYS`] order.
+    pub fn to_array(&self) -> [u64; 8] {
+        [
+            self.input,
+            self.cached_input,
+            self.output,
+            self.audio_input,
+            self.cached_audio_input,
+            self.audio_output,
+            self.image_input,
+            self.cached_image_input,
+        ]
+    }
+
+    /// From every price, in [`ModelPrices::KEYS`] order.
+    pub const fn from_array(v: [u64; 8]) -> ModelPrices {
+        let [input, cached_input, output, audio_input, cached_audio_input, audio_output, image_input, cached_image_input] =
+            v;
+        ModelPrices {
+            input,
+            cached_input,
+            output,
+            audio_input,
+            cached_audio_input,
+            audio_output,
+            image_input,
+            cached_image_input,
+        }
+    }
+}
+
 /// One price entry as configured: `input` and `output` are required in
 /// practice (missing ones are 0), the rest fall back per the contract.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -236,14 +280,7 @@ mod tests {
         .resolve()
     }
 
-    fn text_usage(input: u64, cached: u64, output: u64) -> Usage {
-        Usage {
-            text_input: input - cached,
-            cached_text_input: cached,
-            text_output: output,
-            ..Usage::default()
-        }
-    }
+    use crate::usage::tests::text_usage;
 
     #[test]
     fn seed_examples_are_exact() {
