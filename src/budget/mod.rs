@@ -17,7 +17,9 @@
 //! Every write is a compare-and-swap in [`crate::store`]: no update is lost.
 
 mod global;
+pub mod rules;
 mod sessions;
+pub mod window;
 
 pub use crate::store::{update, Record, Store, StoreError, CREATE_CAS, MAX_CAS_ATTEMPTS};
 pub use global::*;
