@@ -21,7 +21,7 @@ use crate::pricing::{price, PriceTable, ServiceTier};
 use crate::realtime::{Notice, RealtimeEnv};
 use crate::usage::Usage;
 use hashbrown::HashMap;
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 
 /// When the root tick must reset a Realtime stream of this VM.
@@ -130,12 +130,14 @@ impl Shared {
         prices
     }
 
-    /// The core's host for one callback.
+    /// The core's host for one callback. The clock and the prices are read
+    /// when first asked for: a body chunk that only feeds the meter costs no
+    /// host call beyond reading the chunk.
     pub fn env(&self) -> HostEnv<'_> {
         HostEnv {
             shared: self,
-            prices: self.prices(),
-            now_ms: host::now_ms(),
+            prices: OnceCell::new(),
+            now_ms: Cell::new(None),
         }
     }
 
@@ -244,11 +246,24 @@ pub fn catalog_source(pc: &PriceCatalogConfig) -> u64 {
     catalog_sync::source_id(&pc.cluster, &pc.authority, &pc.path)
 }
 
-/// The core's host ([`HttpEnv`]) for one callback: time read once.
+/// The core's host ([`HttpEnv`]) for one callback: time read at most once.
 pub struct HostEnv<'a> {
     shared: &'a Shared,
-    prices: Rc<PriceTable>,
-    now_ms: u64,
+    prices: OnceCell<Rc<PriceTable>>,
+    now_ms: Cell<Option<u64>>,
+}
+
+impl HostEnv<'_> {
+    fn now(&self) -> u64 {
+        match self.now_ms.get() {
+            Some(now) => now,
+            None => {
+                let now = host::now_ms();
+                self.now_ms.set(Some(now));
+                now
+            }
+        }
+    }
 }
 
 impl HttpEnv for HostEnv<'_> {
@@ -256,7 +271,7 @@ impl HttpEnv for HostEnv<'_> {
         &self.shared.config
     }
     fn prices(&self) -> &PriceTable {
-        &self.prices
+        self.prices.get_or_init(|| self.shared.prices())
     }
     fn store(&self) -> &dyn Store {
         &SharedData
@@ -265,13 +280,14 @@ impl HttpEnv for HostEnv<'_> {
         &self.shared.vm.global_view
     }
     fn now_ms(&self) -> u64 {
-        self.now_ms
+        self.now()
     }
     fn random_16(&mut self) -> [u8; 16] {
         host::random_bytes()
     }
     fn event(&mut self, event: Event) {
-        self.shared.on_event(event, self.now_ms);
+        let now = self.now();
+        self.shared.on_event(event, now);
     }
     fn filter_state(&mut self, key: FilterState, value: &str) {
         if let Err(e) = host::set_filter_state(key.key(), value.as_bytes()) {
@@ -283,7 +299,7 @@ impl HttpEnv for HostEnv<'_> {
 impl RealtimeEnv for HostEnv<'_> {
     fn book(&mut self, model: &str, usage: &Usage) -> Micros {
         let priced = price(
-            &self.prices,
+            HttpEnv::prices(self),
             Some(model),
             None,
             usage,
@@ -295,7 +311,7 @@ impl RealtimeEnv for HostEnv<'_> {
     }
     fn breaker_closes_sessions(&self) -> bool {
         self.shared.config.global.close_active_sessions
-            && self.shared.vm.global_view.breaker_open(self.now_ms)
+            && self.shared.vm.global_view.breaker_open(self.now())
     }
     fn random_mask(&mut self) -> [u8; 4] {
         host::random_bytes()
