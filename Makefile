@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 SOAK_SECONDS ?= 180
 FUZZ_TARGETS := sse json_body ws_server ws_client config split_invariance catalog
 FUZZ_TIME ?= 60
-FUZZ_SMOKE_TIME ?= 20
+FUZZ_SMOKE_TIME ?= 15
 
 all: build
 

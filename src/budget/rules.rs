@@ -13,10 +13,10 @@
 //! never given to another key: that would hand a payer a fresh budget. When
 //! every slot a key may use is live, the key is refused ([`Reserve::Full`]).
 
+use super::sessions::slot_fingerprint;
 use super::window::Window;
 use crate::money::Micros;
 use crate::store::{read_u64s, Record, Store, StoreError, CREATE_CAS, MAX_CAS_ATTEMPTS};
-use sha2::{Digest, Sha256};
 
 /// How many slots a key may live in, from its home slot on: enough that a
 /// table half full almost never refuses a key it has room for (2^-32).
@@ -39,18 +39,14 @@ impl RuleKey {
     /// `rule` is the rule's name, `key_id` the key as shown (already hashed
     /// for credentials): two rules on the same header are two keys.
     pub fn new(rule: &str, key_id: &str) -> RuleKey {
-        let digest = Sha256::new()
-            .chain_update(b"costguard/budget\0")
-            .chain_update(rule.as_bytes())
-            .chain_update(b"\0")
-            .chain_update(key_id.as_bytes())
-            .finalize();
-        let mut fingerprint = [0u8; 16];
-        fingerprint.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
-        if fingerprint == [0; 16] {
-            fingerprint[0] = 1; // all-zero marks a free slot
+        RuleKey {
+            fingerprint: slot_fingerprint(&[
+                b"costguard/budget\0",
+                rule.as_bytes(),
+                b"\0",
+                key_id.as_bytes(),
+            ]),
         }
-        RuleKey { fingerprint }
     }
 
     fn home_slot(&self, slots: u32) -> u32 {

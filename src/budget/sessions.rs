@@ -27,6 +27,21 @@ pub struct SessionKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvalidSessionId;
 
+/// What a slot stores of a key: the first 16 bytes of a SHA-256 of its
+/// parts (never the key itself), never all-zero (that marks a free slot).
+pub(crate) fn slot_fingerprint(parts: &[&[u8]]) -> [u8; 16] {
+    let digest = parts
+        .iter()
+        .fold(Sha256::new(), |h, part| h.chain_update(part))
+        .finalize();
+    let mut fingerprint = [0u8; 16];
+    fingerprint.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
+    if fingerprint == [0; 16] {
+        fingerprint[0] = 1;
+    }
+    fingerprint
+}
+
 fn sha256_hex_prefix(domain: &[u8], value: &[u8], hex_len: usize) -> String {
     let digest = Sha256::new()
         .chain_update(domain)
@@ -61,15 +76,7 @@ impl SessionKey {
     }
 
     pub fn from_display_id(display_id: String) -> SessionKey {
-        let digest = Sha256::new()
-            .chain_update(b"costguard/session\0")
-            .chain_update(display_id.as_bytes())
-            .finalize();
-        let mut fingerprint = [0u8; 16];
-        fingerprint.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
-        if fingerprint == [0; 16] {
-            fingerprint[0] = 1; // all-zero marks a free slot
-        }
+        let fingerprint = slot_fingerprint(&[b"costguard/session\0", display_id.as_bytes()]);
         SessionKey {
             display_id,
             fingerprint,
