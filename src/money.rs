@@ -100,12 +100,18 @@ pub fn json_number_to_units(
 /// zeros: 7_000_000 → "7", 4_200_000 → "4.2", 1 → "0.000001".
 /// The result is also a valid JSON number.
 pub fn format_usd(micros: Micros) -> String {
-    let whole = micros / MICROS_PER_USD;
-    let frac = micros % MICROS_PER_USD;
+    format_decimal_units(micros, 6)
+}
+
+/// A count of `10^-decimals` units as plain decimal text without trailing
+/// zeros (the inverse of [`parse_decimal_units`]); `decimals` at most 19.
+pub fn format_decimal_units(units: u64, decimals: u32) -> String {
+    let scale = 10u64.pow(decimals.min(19));
+    let (whole, frac) = (units / scale, units % scale);
     if frac == 0 {
         return whole.to_string();
     }
-    let frac = format!("{frac:06}");
+    let frac = format!("{frac:0width$}", width = decimals as usize);
     format!("{whole}.{}", frac.trim_end_matches('0'))
 }
 

@@ -39,6 +39,17 @@ pub trait Record: Sized + Default {
     fn decode(bytes: &[u8]) -> Option<Self>;
 }
 
+/// A fixed-width record: `prefix`, then each value as 8 little-endian bytes
+/// (what [`read_u64s`] reads back).
+pub(crate) fn write_u64s(prefix: &[u8], values: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix.len() + values.len() * 8);
+    out.extend_from_slice(prefix);
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
 pub(crate) fn read_u64s<const N: usize>(bytes: &[u8]) -> Option<[u64; N]> {
     if bytes.len() != N * 8 {
         return None;

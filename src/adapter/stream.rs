@@ -206,7 +206,12 @@ impl HttpContext for Stream {
             self.realtime_established();
             return Action::Continue;
         }
-        for (name, value) in self.exchange.response_headers_to_set() {
+        for (name, value) in self
+            .exchange
+            .response_headers_to_set()
+            .into_iter()
+            .flatten()
+        {
             set_response_header(name, &value);
         }
         if !self.exchange.reads_response_headers() {

@@ -2,7 +2,7 @@
 
 use crate::config::GlobalConfig;
 use crate::money::Micros;
-use crate::store::{read_u64s, update, Record, Store, StoreError};
+use crate::store::{read_u64s, update, write_u64s, Record, Store, StoreError};
 
 pub const KEY_GLOBAL: &str = "costguard/v2/global";
 
@@ -30,22 +30,22 @@ pub struct GlobalState {
 
 impl Record for GlobalState {
     fn encode(&self) -> Vec<u8> {
-        [
-            self.window_start_ms,
-            self.window_spend,
-            self.open_until_ms,
-            self.trips,
-            self.unreported,
-            self.in_flight,
-            self.in_flight_since_ms,
-            self.fleet_spend,
-            self.fleet_reset_at_ms,
-            self.store_errors,
-            self.fleet_remaining_hits,
-        ]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect()
+        write_u64s(
+            &[],
+            &[
+                self.window_start_ms,
+                self.window_spend,
+                self.open_until_ms,
+                self.trips,
+                self.unreported,
+                self.in_flight,
+                self.in_flight_since_ms,
+                self.fleet_spend,
+                self.fleet_reset_at_ms,
+                self.store_errors,
+                self.fleet_remaining_hits,
+            ],
+        )
     }
     fn decode(bytes: &[u8]) -> Option<Self> {
         let [window_start_ms, window_spend, open_until_ms, trips, unreported, in_flight, in_flight_since_ms, fleet_spend, fleet_reset_at_ms, store_errors, fleet_remaining_hits] =

@@ -13,10 +13,12 @@
 //! never given to another key: that would hand a payer a fresh budget. When
 //! every slot a key may use is live, the key is refused ([`Reserve::Full`]).
 
-use super::sessions::slot_fingerprint;
+use super::sessions::{home_slot, slot_fingerprint};
 use super::window::Window;
 use crate::money::Micros;
-use crate::store::{read_u64s, Record, Store, StoreError, CREATE_CAS, MAX_CAS_ATTEMPTS};
+use crate::store::{
+    read_u64s, write_u64s, Record, Store, StoreError, CREATE_CAS, MAX_CAS_ATTEMPTS,
+};
 
 /// How many slots a key may live in, from its home slot on: enough that a
 /// table half full almost never refuses a key it has room for (2^-32).
@@ -50,9 +52,7 @@ impl RuleKey {
     }
 
     fn home_slot(&self, slots: u32) -> u32 {
-        let mut h = [0u8; 4];
-        h.copy_from_slice(self.fingerprint.get(..4).unwrap_or(&[0; 4]));
-        u32::from_le_bytes(h) % slots.max(1)
+        home_slot(&self.fingerprint, slots)
     }
 }
 
@@ -73,17 +73,16 @@ pub struct RuleSlot {
 
 impl Record for RuleSlot {
     fn encode(&self) -> Vec<u8> {
-        let mut out = self.fingerprint.to_vec();
-        for v in [
-            self.window_start_ms,
-            self.committed,
-            self.reserved,
-            self.reserved_until_ms,
-            self.reserve_epoch,
-        ] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out
+        write_u64s(
+            &self.fingerprint,
+            &[
+                self.window_start_ms,
+                self.committed,
+                self.reserved,
+                self.reserved_until_ms,
+                self.reserve_epoch,
+            ],
+        )
     }
     fn decode(bytes: &[u8]) -> Option<Self> {
         let fingerprint: [u8; 16] = bytes.get(..16)?.try_into().ok()?;

@@ -2,7 +2,9 @@
 
 use crate::config::SessionConfig;
 use crate::money::Micros;
-use crate::store::{read_u64s, update, Record, Store, StoreError, CREATE_CAS, MAX_CAS_ATTEMPTS};
+use crate::store::{
+    read_u64s, update, write_u64s, Record, Store, StoreError, CREATE_CAS, MAX_CAS_ATTEMPTS,
+};
 use sha2::{Digest, Sha256};
 
 pub const KEY_SWEEP: &str = "costguard/v1/sweep";
@@ -84,10 +86,15 @@ impl SessionKey {
     }
 
     fn home_slot(&self, max_tracked: u32) -> u32 {
-        let mut h = [0u8; 8];
-        h.copy_from_slice(self.fingerprint.get(8..16).unwrap_or(&[0; 8]));
-        (u64::from_le_bytes(h) % u64::from(max_tracked.max(1))) as u32
+        home_slot(&self.fingerprint, max_tracked)
     }
+}
+
+/// The first of a key's slots, from its fingerprint.
+pub(crate) fn home_slot(fingerprint: &[u8; 16], slots: u32) -> u32 {
+    let mut h = [0u8; 8];
+    h.copy_from_slice(fingerprint.get(8..16).unwrap_or(&[0; 8]));
+    (u64::from_le_bytes(h) % u64::from(slots.max(1))) as u32
 }
 
 pub const FLAG_OVER: u64 = 1;
@@ -104,12 +111,10 @@ pub struct SessionSlot {
 
 impl Record for SessionSlot {
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(40);
-        out.extend_from_slice(&self.fingerprint);
-        for v in [self.spend, self.last_seen_ms, self.flags] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out
+        write_u64s(
+            &self.fingerprint,
+            &[self.spend, self.last_seen_ms, self.flags],
+        )
     }
     fn decode(bytes: &[u8]) -> Option<Self> {
         let (fp, rest) = bytes.split_at_checked(16)?;

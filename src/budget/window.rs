@@ -76,17 +76,6 @@ impl Window {
         let (_, end) = self.bounds(now_ms);
         end.saturating_sub(now_ms).div_ceil(1000).max(1)
     }
-
-    /// The window's name in messages: "this day", "this month", "this hour"…
-    pub fn noun(self) -> String {
-        match self {
-            Window::Day => "day".into(),
-            Window::Month => "month".into(),
-            Window::Seconds(60) => "minute".into(),
-            Window::Seconds(3600) => "hour".into(),
-            Window::Seconds(s) => format!("{s}-second window"),
-        }
-    }
 }
 
 #[cfg(test)]

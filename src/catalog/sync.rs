@@ -14,7 +14,7 @@
 
 use crate::pricing::table::ModelTable;
 use crate::pricing::{LongContext, ModelPrices, ModelPricing, TierPrices};
-use crate::store::{update, Record, Store, StoreError};
+use crate::store::{read_u64s, update, write_u64s, Record, Store, StoreError};
 
 pub const KEY_META: &str = "costguard/v1/catalog/meta";
 pub const KEY_TABLE: &str = "costguard/v1/catalog/table";
@@ -54,21 +54,21 @@ pub struct CatalogMeta {
 
 impl Record for CatalogMeta {
     fn encode(&self) -> Vec<u8> {
-        [
-            self.source,
-            self.version,
-            self.last_good_ms,
-            self.next_fetch_ms,
-            self.lease_until_ms,
-            self.since_ms,
-        ]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect()
+        write_u64s(
+            &[],
+            &[
+                self.source,
+                self.version,
+                self.last_good_ms,
+                self.next_fetch_ms,
+                self.lease_until_ms,
+                self.since_ms,
+            ],
+        )
     }
     fn decode(bytes: &[u8]) -> Option<Self> {
         let [source, version, last_good_ms, next_fetch_ms, lease_until_ms, since_ms] =
-            crate::store::read_u64s::<6>(bytes)?;
+            read_u64s::<6>(bytes)?;
         Some(CatalogMeta {
             source,
             version,

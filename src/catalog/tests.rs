@@ -238,14 +238,7 @@ fn canonical(text: &str) -> String {
 
 /// µ$ per 1M tokens back to USD per token, as plain decimal text.
 fn per_token_text(units: u64) -> String {
-    let whole = units / 1_000_000_000_000;
-    let frac = format!("{:012}", units % 1_000_000_000_000);
-    let frac = frac.trim_end_matches('0');
-    if frac.is_empty() {
-        whole.to_string()
-    } else {
-        format!("{whole}.{frac}")
-    }
+    crate::money::format_decimal_units(units, 12)
 }
 
 /// Every price of every OpenAI entry of the pinned catalog (`make unit` sets

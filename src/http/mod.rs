@@ -35,6 +35,7 @@ use crate::money::{format_usd, Micros};
 use crate::pricing::{price, PriceTable, Priced};
 use crate::realtime::{self, RealtimeSession};
 use crate::replies::{self, LocalReply};
+use std::borrow::Cow;
 
 /// Response headers costguard adds.
 pub const HEADER_SESSION_ID: &str = "x-costguard-session-id";
@@ -325,13 +326,17 @@ impl HttpExchange {
         headers: &HeaderPairs,
         now: u64,
     ) -> Result<(), LocalReply> {
-        let cfg = env.config().session.clone();
+        // Read under the configuration's borrow, then report: no copy of it per request.
+        let cfg = &env.config().session;
         let Some(value) = headers.get(&cfg.id_header) else {
             return Ok(());
         };
         let key = SessionKey::from_header(value, cfg.id_header_is_credential)
             .map_err(|_| replies::invalid_session_id(&cfg.id_header))?;
-        let open = match budget::open_session(env.store(), &cfg, &key, now) {
+        let budget = cfg.budget;
+        let opened = budget::open_session(env.store(), cfg, &key, now)
+            .map(|open| (open.state.is_over(cfg), open));
+        let (over, open) = match opened {
             Ok(o) => o,
             Err(error) => {
                 env.event(Event::StoreFailed {
@@ -348,17 +353,14 @@ impl HttpExchange {
             env.event(Event::SessionEvicted);
         }
         env.filter_state(FilterState::SessionId, &key.display_id);
-        if open.state.is_over(&cfg) {
+        if over {
             env.event(Event::RejectedSessionBudget);
             env.filter_state(FilterState::SessionCostUsd, &format_usd(open.state.spend));
-            return Err(replies::session_budget_exceeded(
-                open.state.spend,
-                cfg.budget,
-            ));
+            return Err(replies::session_budget_exceeded(open.state.spend, budget));
         }
         self.session = Some(HttpSession {
             handle: open.handle,
-            remaining: cfg.budget.saturating_sub(open.state.spend),
+            remaining: budget.saturating_sub(open.state.spend),
         });
         Ok(())
     }
@@ -392,14 +394,19 @@ impl HttpExchange {
     }
 
     /// Response headers to set (before anything else of the response).
-    pub fn response_headers_to_set(&self) -> Vec<(&'static str, String)> {
-        match &self.session {
-            Some(s) => vec![
-                (HEADER_SESSION_ID, s.handle.key.display_id.clone()),
-                (HEADER_SESSION_REMAINING, format_usd(s.remaining)),
-            ],
-            None => Vec::new(),
-        }
+    pub fn response_headers_to_set(&self) -> Option<[(&'static str, Cow<'_, str>); 2]> {
+        self.session.as_ref().map(|s| {
+            [
+                (
+                    HEADER_SESSION_ID,
+                    Cow::Borrowed(s.handle.key.display_id.as_str()),
+                ),
+                (
+                    HEADER_SESSION_REMAINING,
+                    Cow::Owned(format_usd(s.remaining)),
+                ),
+            ]
+        })
     }
 
     /// Whether [`Self::on_response_headers`] needs the response's headers.
