@@ -65,6 +65,19 @@ fn captured_string(scanner: &JsonScanner, target: usize) -> Option<String> {
     }
 }
 
+/// A captured `service_tier` string. Every Chat Completions stream chunk
+/// carries one, so the usual case (no escapes) is read without allocating.
+fn captured_tier(scanner: &JsonScanner, target: usize) -> Option<ServiceTier> {
+    let bytes = captured_bytes(scanner, target)?.ok()?.trim_ascii();
+    let inner = bytes.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if inner.contains(&b'\\') {
+        return json_string(bytes).map(|t| ServiceTier::from_response(&t));
+    }
+    std::str::from_utf8(inner)
+        .ok()
+        .map(ServiceTier::from_response)
+}
+
 impl DocumentFacts {
     /// Reads what the scanner captured from one document (with [`USAGE_PATHS`]).
     pub fn from_scanner(scanner: &JsonScanner) -> DocumentFacts {
@@ -79,8 +92,7 @@ impl DocumentFacts {
             .find(|m| !m.is_empty());
         let service_tier = [SERVICE_TIER, RESPONSE_SERVICE_TIER]
             .into_iter()
-            .find_map(|t| captured_string(scanner, t))
-            .map(|t| ServiceTier::from_response(&t));
+            .find_map(|t| captured_tier(scanner, t));
         DocumentFacts {
             event_type: captured_string(scanner, TYPE),
             model,
