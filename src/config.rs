@@ -102,7 +102,6 @@ impl std::fmt::Display for ConfigError {
 }
 
 const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "api-key"];
-const PRICE_KEYS: [&str; 8] = ModelPrices::KEYS;
 
 /// A JSON object being read, with its key path for error messages.
 struct Section<'a> {
@@ -214,7 +213,7 @@ fn price_entry(s: &Section<'_>) -> Result<PriceEntry, ConfigError> {
 
 /// Prices without tiers (`unknown_model`, and each tier of a model).
 fn flat_prices(key: &str, v: &Value) -> Result<PriceEntry, ConfigError> {
-    price_entry(&Section::new(key, v, &PRICE_KEYS)?)
+    price_entry(&Section::new(key, v, &ModelPrices::KEYS)?)
 }
 
 /// Standard prices plus optional `flex` / `priority` tiers, each resolved
@@ -234,7 +233,7 @@ fn tier_prices(s: &Section<'_>) -> Result<TierPrices, ConfigError> {
 
 /// A `pricing` entry: prices, optional tiers, optional long-context prices.
 fn model_pricing(key: &str, v: &Value) -> Result<ModelPricing, ConfigError> {
-    let tiered: Vec<&str> = PRICE_KEYS
+    let tiered: Vec<&str> = ModelPrices::KEYS
         .iter()
         .copied()
         .chain(["flex", "priority"])

@@ -418,7 +418,7 @@ const PRICE_KEYS: [(&str, PriceSlot); 8] = [
 ];
 
 /// The catalog key of one price: `input_cost_per_token` + `_above_272k_tokens` + `_flex`.
-pub fn catalog_key(stem: &str, suffix: &str) -> String {
+fn catalog_key(stem: &str, suffix: &str) -> String {
     format!("{stem}{suffix}")
 }
 
