@@ -8,7 +8,8 @@ use costguard::meter::{BodyKind, ResponseMeter};
 use costguard::money::Micros;
 use costguard::pricing::cost_micros;
 use costguard::pricing::price;
-use costguard::realtime::{Notice, RealtimeEnv, RealtimeSession};
+use costguard::http::budgets::AppliedRule;
+use costguard::realtime::{Booked, Notice, RealtimeEnv, RuleOut, RealtimeSession};
 use costguard::usage::Usage;
 
 pub const CHUNK: usize = 16 * 1024;
@@ -64,8 +65,14 @@ pub fn meter(kind: BodyKind, body: &[u8]) -> bool {
 
 pub struct Env(pub Config);
 impl RealtimeEnv for Env {
-    fn book(&mut self, model: &str, usage: &Usage) -> Micros {
-        cost_micros(usage, self.0.prices.lookup(model).prices())
+    fn book(&mut self, model: &str, usage: &Usage, _rules: &mut [AppliedRule]) -> Booked {
+        Booked {
+            cost: cost_micros(usage, self.0.prices.lookup(model).prices()),
+            exhausted: None,
+        }
+    }
+    fn exhausted_rule(&mut self, _rules: &mut [AppliedRule]) -> Option<RuleOut> {
+        None
     }
     fn breaker_closes_sessions(&self) -> bool {
         false

@@ -11,6 +11,7 @@
 //! costguard's own code and reason.
 
 use crate::config::{FailMode, SessionConfig};
+use crate::http::budgets::AppliedRule;
 use crate::json_scan::JsonScanner;
 use crate::meter::{DocumentFacts, CAPTURE_CAP, USAGE_PATHS};
 use crate::money::{format_usd, Micros};
@@ -78,10 +79,28 @@ pub enum Notice {
     ParseError,
 }
 
+/// A budget rule that has run out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleOut {
+    pub name: String,
+    pub spent: Micros,
+    pub limit: Micros,
+}
+
+/// One response booked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Booked {
+    pub cost: Micros,
+    /// A rule of the session this booking exhausted.
+    pub exhausted: Option<RuleOut>,
+}
+
 /// What the session needs from its host.
 pub trait RealtimeEnv {
-    /// Books one response's usage (global window, stats); returns its cost.
-    fn book(&mut self, model: &str, usage: &Usage) -> Micros;
+    /// Books one response's usage (budget rules, global window, stats).
+    fn book(&mut self, model: &str, usage: &Usage, rules: &mut [AppliedRule]) -> Booked;
+    /// A rule with no room left now, if any (asked before a client message goes on).
+    fn exhausted_rule(&mut self, rules: &mut [AppliedRule]) -> Option<RuleOut>;
     /// The breaker is open and `global.close_active_sessions` is set.
     fn breaker_closes_sessions(&self) -> bool;
     fn random_mask(&mut self) -> [u8; 4];
@@ -278,6 +297,11 @@ pub struct RealtimeSession {
     server_dropping: bool,
     client_dropping: bool,
     parse_error_counted: bool,
+    /// The budget rules that apply to the session (from its upgrade request).
+    pub rules: Vec<AppliedRule>,
+    /// The event that goes to the client before costguard's Close, when the
+    /// upstream echoes the Close sent to it.
+    closing_event: Option<String>,
 }
 
 /// A direction's chunk needs no parsing: everything is dropped (`drop_all`),
@@ -313,6 +337,19 @@ pub fn budget_exceeded_event(session_id: &str, spend: Micros, budget: Micros) ->
         serde_json::Value::String(session_id.to_string()),
         format_usd(spend),
         format_usd(budget)
+    )
+}
+
+/// The `budget_exceeded` event for a budget rule: `budget` names it,
+/// `budget_usd` is its limit, `budget_spent_usd` its spend in the window.
+pub fn rule_exceeded_event(session_id: &str, spend: Micros, rule: &RuleOut) -> String {
+    format!(
+        r#"{{"type":"budget_exceeded","session_id":{},"session_cost_usd":{},"budget":{},"budget_usd":{},"budget_spent_usd":{}}}"#,
+        serde_json::Value::String(session_id.to_string()),
+        format_usd(spend),
+        serde_json::Value::String(rule.name.clone()),
+        format_usd(rule.limit),
+        format_usd(rule.spent)
     )
 }
 
@@ -357,6 +394,8 @@ impl RealtimeSession {
             server_dropping: false,
             client_dropping: false,
             parse_error_counted: false,
+            rules: Vec::new(),
+            closing_event: None,
         }
     }
 
@@ -440,6 +479,9 @@ impl RealtimeSession {
                         edit.keep_until(p);
                         if header.opcode == OP_CLOSE {
                             // The upstream's echo becomes costguard's own Close.
+                            if let Some(event) = self.closing_event.take() {
+                                edit.insert(&encode_frame(OP_TEXT, event.as_bytes(), None));
+                            }
                             edit.insert(&close_frame(CLOSE_POLICY_VIOLATION, reason.text(), None));
                             edit.drop_rest = true;
                             self.phase = Phase::Closed {
@@ -515,11 +557,13 @@ impl RealtimeSession {
             }
             return true;
         }
+        let mut rule_out = None;
         let over = match (&msg.facts.usage, msg.oversized) {
             (Some(Ok(usage)), false) => {
-                let cost = env.book(&self.model, usage);
-                self.spend = self.spend.saturating_add(cost);
-                cfg.reaches_budget(self.spend)
+                let booked = env.book(&self.model, usage, &mut self.rules);
+                self.spend = self.spend.saturating_add(booked.cost);
+                rule_out = booked.exhausted;
+                cfg.reaches_budget(self.spend) || rule_out.is_some()
             }
             (usage, oversized) => {
                 let malformed = oversized || matches!(usage, Some(Err(_))) || !msg.complete;
@@ -531,7 +575,7 @@ impl RealtimeSession {
                 fail_mode == FailMode::Closed
             }
         };
-        if !self.warned && (cfg.reaches_warning(self.spend) || over) {
+        if !self.warned && (cfg.reaches_warning(self.spend) || (over && rule_out.is_none())) {
             self.warned = true;
             edit.keep_until(at);
             let event = budget_warning_event(&self.id, self.spend, cfg.budget);
@@ -540,7 +584,10 @@ impl RealtimeSession {
         }
         if over {
             edit.keep_until(at);
-            let event = budget_exceeded_event(&self.id, self.spend, cfg.budget);
+            let event = match &rule_out {
+                Some(rule) => rule_exceeded_event(&self.id, self.spend, rule),
+                None => budget_exceeded_event(&self.id, self.spend, cfg.budget),
+            };
             edit.insert(&encode_frame(OP_TEXT, event.as_bytes(), None));
             edit.insert(&close_frame(
                 CLOSE_POLICY_VIOLATION,
@@ -590,7 +637,16 @@ impl RealtimeSession {
                     }
                     return true;
                 }
-                if let Some(reason) = self.limit_now(cfg, now_ms, env) {
+                let mut limit = self.limit_now(cfg, now_ms, env);
+                let starts_message = matches!(header.opcode, OP_TEXT | OP_BINARY);
+                if limit.is_none() && starts_message && !self.rules.is_empty() {
+                    // A message (maybe a `response.create`) while a rule is out: not forwarded.
+                    if let Some(rule) = env.exhausted_rule(&mut self.rules) {
+                        self.closing_event = Some(rule_exceeded_event(&self.id, self.spend, &rule));
+                        limit = Some(CloseReason::Budget);
+                    }
+                }
+                if let Some(reason) = limit {
                     edit.keep_until(p);
                     edit.insert(&close_frame(
                         CLOSE_POLICY_VIOLATION,
@@ -635,11 +691,19 @@ mod tests {
         config: Config,
         notices: Vec<Notice>,
         breaker: bool,
+        /// A budget rule that is out (for the next booking, or asked).
+        rule_out: Option<RuleOut>,
     }
 
     impl RealtimeEnv for Env {
-        fn book(&mut self, model: &str, usage: &Usage) -> Micros {
-            cost_micros(usage, self.config.prices.lookup(model).prices())
+        fn book(&mut self, model: &str, usage: &Usage, _rules: &mut [AppliedRule]) -> Booked {
+            Booked {
+                cost: cost_micros(usage, self.config.prices.lookup(model).prices()),
+                exhausted: self.rule_out.clone(),
+            }
+        }
+        fn exhausted_rule(&mut self, _rules: &mut [AppliedRule]) -> Option<RuleOut> {
+            self.rule_out.clone()
         }
         fn breaker_closes_sessions(&self) -> bool {
             self.breaker
@@ -659,6 +723,7 @@ mod tests {
             config: Config::parse(json.as_bytes()).unwrap(),
             notices: vec![],
             breaker: false,
+            rule_out: None,
         }
     }
 
@@ -897,6 +962,74 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    fn a_rule() -> AppliedRule {
+        AppliedRule {
+            rule: 0,
+            key: crate::budget::rules::RuleKey::new("key-daily", b"k"),
+            handle: None,
+        }
+    }
+
+    fn key_daily_out() -> RuleOut {
+        RuleOut {
+            name: "key-daily".into(),
+            spent: 20_010_000,
+            limit: 20_000_000,
+        }
+    }
+
+    #[test]
+    fn a_rule_exhausted_by_a_response_closes_the_session_naming_it() {
+        let mut e = env(SEED);
+        let mut s = RealtimeSession::new("sess-1".into(), "gpt-realtime".into(), 0);
+        s.rules = vec![a_rule()];
+        e.rule_out = Some(key_daily_out());
+        let out = feed_server(&mut s, &mut e, &done(1000, 0), &[], 10);
+        let f = frames(&out);
+        assert_eq!(f.len(), 3, "response.done, budget_exceeded, Close");
+        assert_eq!(
+            String::from_utf8(f[1].1.clone()).unwrap(),
+            r#"{"type":"budget_exceeded","session_id":"sess-1","session_cost_usd":0.1,"budget":"key-daily","budget_usd":20,"budget_spent_usd":20.01}"#
+        );
+        assert_eq!(
+            f[2],
+            (OP_CLOSE, [&[0x03, 0xF0][..], b"Budget exceeded"].concat())
+        );
+        assert_eq!(e.notices, vec![Notice::BudgetExceeded]);
+    }
+
+    #[test]
+    fn a_client_message_while_a_rule_is_out_is_not_forwarded() {
+        let mut e = env(SEED);
+        let cfg = e.config.session.clone();
+        let mut s = RealtimeSession::new("sess-1".into(), "gpt-realtime".into(), 0);
+        s.rules = vec![a_rule()];
+        let create = encode_frame(
+            OP_TEXT,
+            br#"{"type":"response.create"}"#,
+            Some([1, 2, 3, 4]),
+        );
+        assert_eq!(s.client_chunk(&create, &cfg, 5, &mut e), Rewrite::Keep);
+        // Another request of the key spent the rest meanwhile.
+        e.rule_out = Some(key_daily_out());
+        let Rewrite::Replace(to_upstream) = s.client_chunk(&create, &cfg, 6, &mut e) else {
+            panic!("forwarded")
+        };
+        assert_eq!(
+            frames(&to_upstream),
+            vec![(OP_CLOSE, [&[0x03, 0xF0][..], b"Budget exceeded"].concat())]
+        );
+        // The upstream's echo becomes the event and costguard's Close.
+        let out = feed_server(&mut s, &mut e, &close_frame(1000, "", None), &[], 7);
+        let f = frames(&out);
+        assert_eq!(f.len(), 2);
+        assert!(String::from_utf8(f[0].1.clone())
+            .unwrap()
+            .contains(r#""budget":"key-daily""#));
+        assert_eq!(f[1].0, OP_CLOSE);
+        assert_eq!(e.notices, vec![Notice::BudgetExceeded]);
     }
 
     #[test]

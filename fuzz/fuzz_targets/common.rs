@@ -2,9 +2,9 @@
 #![allow(dead_code)]
 
 use costguard::config::Config;
-use costguard::money::Micros;
 use costguard::pricing::cost_micros;
-use costguard::realtime::{Notice, RealtimeEnv};
+use costguard::http::budgets::AppliedRule;
+use costguard::realtime::{Booked, Notice, RealtimeEnv, RuleOut};
 use costguard::usage::Usage;
 
 /// Prices with the built-in table, remembers notices.
@@ -21,8 +21,14 @@ impl Env {
 }
 
 impl RealtimeEnv for Env {
-    fn book(&mut self, model: &str, usage: &Usage) -> Micros {
-        cost_micros(usage, self.config.prices.lookup(model).prices())
+    fn book(&mut self, model: &str, usage: &Usage, _rules: &mut [AppliedRule]) -> Booked {
+        Booked {
+            cost: cost_micros(usage, self.config.prices.lookup(model).prices()),
+            exhausted: None,
+        }
+    }
+    fn exhausted_rule(&mut self, _rules: &mut [AppliedRule]) -> Option<RuleOut> {
+        None
     }
     fn breaker_closes_sessions(&self) -> bool {
         false

@@ -93,7 +93,17 @@ impl ModelMetrics {
     }
 }
 
-/// Every stat but the per-model ones, each named once: the macro defines
+/// One budget rule's stats (`costguard.budget.<name>.*`).
+pub struct BudgetMetrics {
+    pub spend: Counter,
+    pub rejected: Counter,
+    /// Keys holding a slot.
+    pub keys: Direct,
+    /// Reservations outstanding, made by this Envoy's VMs.
+    pub reserved: Direct,
+}
+
+/// Every stat but the per-model and per-rule ones, each named once: the macro defines
 /// the struct, defines each metric in Envoy, and flushes every counter, so a
 /// counter cannot be left out of the flush.
 macro_rules! metrics {
@@ -107,6 +117,7 @@ macro_rules! metrics {
             $(pub $gauge: Direct,)*
             $(pub $histogram: Direct,)*
             per_model: RefCell<HashMap<String, ModelMetrics>>,
+            per_budget: RefCell<HashMap<String, BudgetMetrics>>,
         }
 
         impl Metrics {
@@ -116,6 +127,7 @@ macro_rules! metrics {
                     $($gauge: Direct::new(MetricKind::Gauge, $gauge_name),)*
                     $($histogram: Direct::new(MetricKind::Histogram, $histogram_name),)*
                     per_model: RefCell::new(HashMap::new()),
+                    per_budget: RefCell::new(HashMap::new()),
                 }
             }
 
@@ -127,6 +139,12 @@ macro_rules! metrics {
                         for c in m.counters() {
                             c.flush();
                         }
+                    }
+                }
+                if let Ok(per_budget) = self.per_budget.try_borrow() {
+                    for b in per_budget.values() {
+                        b.spend.flush();
+                        b.rejected.flush();
                     }
                 }
             }
@@ -154,6 +172,7 @@ metrics! {
         usage_unknown_model: "costguard.usage.unknown_model",
         global_store_errors: "costguard.global_store.errors",
         catalog_errors: "costguard.pricing.catalog_errors",
+        budget_capacity_exhausted: "costguard.budget.capacity_exhausted",
     }
     gauges {
         sessions_active: "costguard.sessions.active",
@@ -170,6 +189,24 @@ metrics! {
 }
 
 impl Metrics {
+    /// Runs `f` on a budget rule's stats, defining them on first use.
+    pub fn with_budget(&self, rule: &str, f: impl FnOnce(&BudgetMetrics)) {
+        // Not re-entered: nothing below calls back into the metrics.
+        let Ok(mut per_budget) = self.per_budget.try_borrow_mut() else {
+            return;
+        };
+        let b = per_budget.entry_ref(rule).or_insert_with(|| {
+            let name = |suffix: &str| format!("costguard.budget.{rule}.{suffix}");
+            BudgetMetrics {
+                spend: Counter::new(&name("spend_micro_usd")),
+                rejected: Counter::new(&name("rejected")),
+                keys: Direct::new(MetricKind::Gauge, &name("keys")),
+                reserved: Direct::new(MetricKind::Gauge, &name("reserved_micro_usd")),
+            }
+        });
+        f(b);
+    }
+
     /// Counts one priced response.
     pub fn record_priced(&self, priced: &Priced) {
         self.cost.add(priced.cost);

@@ -14,11 +14,12 @@ use super::metrics::Metrics;
 use crate::budget::{GlobalState, GlobalView, Store};
 use crate::catalog::{self, sync as catalog_sync};
 use crate::config::{Config, PriceCatalogConfig};
+use crate::http::budgets::{self, AppliedRule};
 use crate::http::{self, Event, FilterState, HttpEnv};
-use crate::money::{format_usd, Micros};
+use crate::money::format_usd;
 use crate::pricing::table::UnknownModels;
-use crate::pricing::{price, PriceTable, ServiceTier};
-use crate::realtime::{Notice, RealtimeEnv};
+use crate::pricing::PriceTable;
+use crate::realtime::{Booked, Notice, RealtimeEnv, RuleOut};
 use crate::usage::Usage;
 use hashbrown::HashMap;
 use std::cell::{Cell, OnceCell, RefCell};
@@ -114,6 +115,10 @@ impl Shared {
             config,
         };
         let m = &shared.vm.metrics;
+        for rule in &shared.config.budgets.rules {
+            // Defined now, so every rule's stats exist from the start.
+            m.with_budget(&rule.name, |_| {});
+        }
         m.pricing_models
             .record(shared.config.prices.model_count() as u64);
         m.catalog_age_s.record(0);
@@ -237,7 +242,44 @@ impl Shared {
             Event::SessionLost(id) => {
                 log::warn!("session {id} was evicted before its spend was booked")
             }
+            Event::BudgetRejected { rule } => self.on_rule(rule, |b| b.rejected.inc()),
+            Event::BudgetSpend { rule, cost } => self.on_rule(rule, |b| b.spend.add(cost)),
+            Event::BudgetReserved { rule, change } => {
+                self.on_rule(rule, |b| b.reserved.shift(change))
+            }
+            Event::BudgetKeyClaimed {
+                rule,
+                from_rule_tag,
+            } => {
+                self.on_rule(rule, |b| b.keys.shift(1));
+                let rules = &self.config.budgets.rules;
+                if let Some(from) =
+                    from_rule_tag.and_then(|t| rules.iter().position(|r| r.tag == t))
+                {
+                    self.on_rule(from, |b| b.keys.shift(-1));
+                }
+            }
+            Event::BudgetCapacityExhausted { rule } => {
+                m.budget_capacity_exhausted.inc();
+                if let Some(r) = self.config.budgets.rules.get(rule) {
+                    // Debug: a full table refuses every new key; the counter is the signal.
+                    log::debug!(
+                        "budget {:?}: no slot for another key (budgets_max_keys {})",
+                        r.name,
+                        self.config.budgets.max_keys
+                    );
+                }
+            }
             Event::StoreFailed { doing, error } => log::warn!("cannot {doing}: {error:?}"),
+        }
+    }
+}
+
+impl Shared {
+    /// Runs `f` on the stats of the rule at index `rule` of this configuration.
+    fn on_rule(&self, rule: usize, f: impl FnOnce(&super::metrics::BudgetMetrics)) {
+        if let Some(r) = self.config.budgets.rules.get(rule) {
+            self.vm.metrics.with_budget(&r.name, f);
         }
     }
 }
@@ -297,17 +339,13 @@ impl HttpEnv for HostEnv<'_> {
 }
 
 impl RealtimeEnv for HostEnv<'_> {
-    fn book(&mut self, model: &str, usage: &Usage) -> Micros {
-        let priced = price(
-            HttpEnv::prices(self),
-            Some(model),
-            None,
-            usage,
-            ServiceTier::Standard,
-        );
-        let cost = priced.cost;
-        http::book_global(self, priced);
-        cost
+    fn book(&mut self, model: &str, usage: &Usage, rules: &mut [AppliedRule]) -> Booked {
+        http::book_realtime(self, model, usage, rules)
+    }
+    fn exhausted_rule(&mut self, rules: &mut [AppliedRule]) -> Option<RuleOut> {
+        let now = self.now();
+        let exhausted = budgets::first_exhausted(self, rules, now)?;
+        budgets::rule_out(self.config(), &exhausted)
     }
     fn breaker_closes_sessions(&self) -> bool {
         self.shared.config.global.close_active_sessions

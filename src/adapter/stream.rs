@@ -63,6 +63,9 @@ impl Stream {
             self.realtime = None;
             return;
         }
+        for (name, value) in self.exchange.response_headers_to_set() {
+            set_response_header(name, &value);
+        }
         let Some(rt) = &mut self.realtime else { return };
         rt.established = true;
         set_response_header(HEADER_SESSION_ID, &rt.session.id);
@@ -182,21 +185,45 @@ impl HttpContext for Stream {
             self.realtime_chunk(Buffer::HttpRequestBody, body_size);
             return Action::Continue;
         }
-        match self.exchange.on_request_body(body_size, end_of_stream) {
-            RequestBody::Continue => Action::Continue,
-            RequestBody::Pause => Action::Pause,
-            RequestBody::Rewrite => {
-                let Ok(body) = host::get_buffer(Buffer::HttpRequestBody, 0, body_size) else {
-                    return Action::Continue;
-                };
-                if let Some(new_body) = self.exchange.rewrite_request_body(&body) {
-                    if let Err(e) =
-                        host::set_buffer(Buffer::HttpRequestBody, 0, body_size, &new_body)
-                    {
-                        log::warn!("cannot rewrite the request body (status {})", e.0);
-                    }
+        let decision = self.exchange.on_request_body(body_size, end_of_stream);
+        if matches!(decision, RequestBody::Continue | RequestBody::Pause) {
+            return if decision == RequestBody::Pause {
+                Action::Pause
+            } else {
+                Action::Continue
+            };
+        }
+        let body = if body_size > 0 {
+            match host::get_buffer(Buffer::HttpRequestBody, 0, body_size) {
+                Ok(body) => body,
+                Err(e) => {
+                    log::warn!("cannot read the request body (status {})", e.0);
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let shared = Rc::clone(&self.shared);
+        let mut env = shared.env();
+        let outcome = if decision == RequestBody::Rewrite {
+            self.exchange.rewrite_request_body(&mut env, &body)
+        } else {
+            self.exchange
+                .read_request_body(&mut env, &body, end_of_stream)
+                .map(|()| None)
+        };
+        match outcome {
+            Ok(Some(new_body)) => {
+                if let Err(e) = host::set_buffer(Buffer::HttpRequestBody, 0, body_size, &new_body) {
+                    log::warn!("cannot rewrite the request body (status {})", e.0);
                 }
                 Action::Continue
+            }
+            Ok(None) => Action::Continue,
+            Err(reply) => {
+                send_reply(&reply);
+                Action::Pause
             }
         }
     }
@@ -206,12 +233,7 @@ impl HttpContext for Stream {
             self.realtime_established();
             return Action::Continue;
         }
-        for (name, value) in self
-            .exchange
-            .response_headers_to_set()
-            .into_iter()
-            .flatten()
-        {
+        for (name, value) in self.exchange.response_headers_to_set() {
             set_response_header(name, &value);
         }
         if !self.exchange.reads_response_headers() {

@@ -5,14 +5,14 @@
 //! reservations outstanding. Admission reserves an estimate **before** the
 //! call (refused when committed + reserved ≥ the limit), so concurrent calls
 //! see each other; settling replaces the reservation by the true cost,
-//! exactly once. Reservations expire after [`RESERVATION_TTL_MS`] even if
-//! their holder vanished (a VM that died with a stream in flight), so none
-//! can leak for longer.
+//! exactly once. Reservations cannot leak ([`super::reservations`]); they
+//! outlive a window's end, since their calls will book into the new one.
 //!
 //! A slot whose key has spend or reservations in its current window is
 //! never given to another key: that would hand a payer a fresh budget. When
 //! every slot a key may use is live, the key is refused ([`Reserve::Full`]).
 
+use super::reservations::{Reservations, Ticket};
 use super::sessions::{home_slot, slot_fingerprint};
 use super::window::Window;
 use crate::money::Micros;
@@ -23,9 +23,6 @@ use crate::store::{
 /// How many slots a key may live in, from its home slot on: enough that a
 /// table half full almost never refuses a key it has room for (2^-32).
 pub const RULE_PROBES: u32 = 32;
-/// A reservation not settled within this long is dropped (the longest
-/// stream costguard expects; its true cost is still booked when it ends).
-pub const RESERVATION_TTL_MS: u64 = 15 * 60 * 1000;
 
 pub fn rule_slot_key(slot: u32) -> String {
     format!("costguard/v1/budget/{slot:08}")
@@ -35,19 +32,26 @@ pub fn rule_slot_key(slot: u32) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleKey {
     pub fingerprint: [u8; 16],
+    /// The rule's tag (see [`rule_tag`]), stored with the key so that a
+    /// slot taken over can be counted off its rule.
+    pub rule_tag: u64,
+}
+
+/// A rule's name as a number, stored in its keys' slots.
+pub fn rule_tag(rule: &str) -> u64 {
+    let f = slot_fingerprint(&[b"costguard/budget-rule\0", rule.as_bytes()]);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(f.get(..8).unwrap_or(&[0; 8]));
+    u64::from_le_bytes(b)
 }
 
 impl RuleKey {
     /// `rule` is the rule's name, `key_id` the key as shown (already hashed
     /// for credentials): two rules on the same header are two keys.
-    pub fn new(rule: &str, key_id: &str) -> RuleKey {
+    pub fn new(rule: &str, key_id: &[u8]) -> RuleKey {
         RuleKey {
-            fingerprint: slot_fingerprint(&[
-                b"costguard/budget\0",
-                rule.as_bytes(),
-                b"\0",
-                key_id.as_bytes(),
-            ]),
+            fingerprint: slot_fingerprint(&[b"costguard/budget\0", rule.as_bytes(), b"\0", key_id]),
+            rule_tag: rule_tag(rule),
         }
     }
 
@@ -60,41 +64,37 @@ impl RuleKey {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RuleSlot {
     pub fingerprint: [u8; 16],
+    pub rule_tag: u64,
     pub window_start_ms: u64,
     pub committed: Micros,
-    pub reserved: Micros,
-    /// Every reservation in `reserved` was made before this minus the TTL.
-    pub reserved_until_ms: u64,
-    /// Counts the times `reserved` was dropped for expiry: a reservation
-    /// settled after that is no longer in `reserved` (and must not take
-    /// newer ones out of it).
-    pub reserve_epoch: u64,
+    pub reservations: Reservations,
 }
 
 impl Record for RuleSlot {
     fn encode(&self) -> Vec<u8> {
+        let [period, current, previous] = self.reservations.to_u64s();
         write_u64s(
             &self.fingerprint,
             &[
+                self.rule_tag,
                 self.window_start_ms,
                 self.committed,
-                self.reserved,
-                self.reserved_until_ms,
-                self.reserve_epoch,
+                period,
+                current,
+                previous,
             ],
         )
     }
     fn decode(bytes: &[u8]) -> Option<Self> {
         let fingerprint: [u8; 16] = bytes.get(..16)?.try_into().ok()?;
-        let [window_start_ms, committed, reserved, reserved_until_ms, reserve_epoch] =
-            read_u64s::<5>(bytes.get(16..)?)?;
+        let [rule_tag, window_start_ms, committed, period, current, previous] =
+            read_u64s::<6>(bytes.get(16..)?)?;
         Some(RuleSlot {
             fingerprint,
+            rule_tag,
             window_start_ms,
             committed,
-            reserved,
-            reserved_until_ms,
-            reserve_epoch,
+            reservations: Reservations::from_u64s([period, current, previous]),
         })
     }
 }
@@ -107,42 +107,50 @@ impl RuleSlot {
         if self.window_start_ms != start {
             self.window_start_ms = start;
             self.committed = 0;
-            self.reserved = 0;
         }
-        if now_ms >= self.reserved_until_ms && self.reserved > 0 {
-            self.reserved = 0;
-            self.reserve_epoch += 1;
-        }
+        self.reservations = self.reservations.at(now_ms);
         self
+    }
+
+    pub fn reserved(&self) -> Micros {
+        self.reservations.total()
     }
 
     /// Holds spend or reservations in the window containing `now`.
     pub fn is_live(&self, window: Window, now_ms: u64) -> bool {
         self.fingerprint != [0; 16] && {
             let s = self.at(window, now_ms);
-            s.committed > 0 || s.reserved > 0
+            s.committed > 0 || s.reserved() > 0
         }
     }
+}
+
+/// How a key came by its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claimed {
+    /// It had it already (or nothing was written).
+    No,
+    /// A slot that never held a key.
+    FreeSlot,
+    /// The slot of another key (of the rule with this tag) whose window had ended.
+    From(u64),
 }
 
 /// Where a key's reservation was made, to settle it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleHandle {
     pub key: RuleKey,
-    pub slot: u32,
-    /// The window and reservation epoch the reservation belongs to.
-    pub window_start_ms: u64,
-    pub reserve_epoch: u64,
-    pub reserved: Micros,
+    pub ticket: Ticket,
 }
 
 /// The outcome of asking a key for room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reserve {
-    /// Room, and `amount` is now reserved; `remaining` was the room before it.
+    /// Room, and the amount is now reserved; `remaining` was the room before it.
     Reserved {
         handle: RuleHandle,
         remaining: Micros,
+        claimed: Claimed,
     },
     /// committed + reserved ≥ the limit.
     Exhausted { committed: Micros, reserved: Micros },
@@ -171,14 +179,33 @@ fn locate<S: Store + ?Sized>(
             return Ok(Some((slot, state, cas)));
         }
         if claim.is_none() && !state.is_live(window, now_ms) {
-            claim = Some((slot, RuleSlot::default(), cas));
+            claim = Some((slot, state, cas));
         }
     }
     Ok(claim)
 }
 
-/// Asks for room for `amount` (a reservation; 0 only checks) in the key's
-/// window containing `now`. Refused when committed + reserved ≥ `limit`.
+/// The key's record to write into a located slot, and how it was claimed.
+fn take(found: RuleSlot, key: &RuleKey, window: Window, now_ms: u64) -> (RuleSlot, Claimed) {
+    if found.fingerprint == key.fingerprint {
+        return (found.at(window, now_ms), Claimed::No);
+    }
+    let claimed = if found.fingerprint == [0; 16] {
+        Claimed::FreeSlot
+    } else {
+        Claimed::From(found.rule_tag)
+    };
+    let fresh = RuleSlot {
+        fingerprint: key.fingerprint,
+        rule_tag: key.rule_tag,
+        ..RuleSlot::default()
+    };
+    (fresh.at(window, now_ms), claimed)
+}
+
+/// Asks for room for `amount` in the key's window containing `now`, and
+/// reserves it. Refused when committed + reserved ≥ `limit`. An `amount` of
+/// 0 only checks: nothing is written.
 pub fn reserve<S: Store + ?Sized>(
     store: &S,
     key: &RuleKey,
@@ -192,31 +219,35 @@ pub fn reserve<S: Store + ?Sized>(
         let Some((slot, found, cas)) = locate(store, key, window, slots, now_ms)? else {
             return Ok(Reserve::Full);
         };
-        let mut s = RuleSlot {
-            fingerprint: key.fingerprint,
-            ..found
-        }
-        .at(window, now_ms);
-        let used = s.committed.saturating_add(s.reserved);
+        let (mut s, claimed) = take(found, key, window, now_ms);
+        let used = s.committed.saturating_add(s.reserved());
         if used >= limit {
             return Ok(Reserve::Exhausted {
                 committed: s.committed,
-                reserved: s.reserved,
+                reserved: s.reserved(),
             });
         }
-        s.reserved = s.reserved.saturating_add(amount);
-        s.reserved_until_ms = s.reserved_until_ms.max(now_ms + RESERVATION_TTL_MS);
+        let remaining = limit - used;
+        if amount == 0 {
+            return Ok(Reserve::Reserved {
+                handle: RuleHandle {
+                    key: key.clone(),
+                    ticket: Ticket::default(),
+                },
+                remaining,
+                claimed: Claimed::No,
+            });
+        }
+        let ticket = s.reservations.add(amount, now_ms);
         match store.set(&rule_slot_key(slot), &s.encode(), cas) {
             Ok(()) => {
                 return Ok(Reserve::Reserved {
                     handle: RuleHandle {
                         key: key.clone(),
-                        slot,
-                        window_start_ms: s.window_start_ms,
-                        reserve_epoch: s.reserve_epoch,
-                        reserved: amount,
+                        ticket,
                     },
-                    remaining: limit - used,
+                    remaining,
+                    claimed,
                 })
             }
             Err(StoreError::CasMismatch) => continue,
@@ -233,6 +264,7 @@ pub struct Settled {
     pub committed: Micros,
     /// The key had no slot left to book into (table full of live keys).
     pub lost: bool,
+    pub claimed: Claimed,
 }
 
 /// Replaces a reservation by the true cost `actual` (0: released), once.
@@ -246,39 +278,32 @@ pub fn settle<S: Store + ?Sized>(
     slots: u32,
     now_ms: u64,
 ) -> Result<Settled, StoreError> {
+    let nothing = |lost| Settled {
+        committed: 0,
+        lost,
+        claimed: Claimed::No,
+    };
+    if actual == 0 && handle.ticket.amount == 0 {
+        return Ok(nothing(false));
+    }
     for _ in 0..MAX_CAS_ATTEMPTS {
         let Some((slot, found, cas)) = locate(store, &handle.key, window, slots, now_ms)? else {
-            return Ok(Settled {
-                committed: 0,
-                lost: true,
-            });
+            return Ok(nothing(actual > 0));
         };
-        let same = found.fingerprint == handle.key.fingerprint;
-        let mut s = RuleSlot {
-            fingerprint: handle.key.fingerprint,
-            ..found
-        }
-        .at(window, now_ms);
-        // The reservation is still counted only in the window and epoch it was made in.
-        if same
-            && s.window_start_ms == handle.window_start_ms
-            && s.reserve_epoch == handle.reserve_epoch
-        {
-            s.reserved = s.reserved.saturating_sub(handle.reserved);
+        let (mut s, claimed) = take(found, &handle.key, window, now_ms);
+        if claimed == Claimed::No {
+            s.reservations.release(handle.ticket);
+        } else if actual == 0 {
+            // Nothing to release, nothing to book: leave the slot alone.
+            return Ok(nothing(false));
         }
         s.committed = s.committed.saturating_add(actual);
-        if actual == 0 && !same {
-            // Nothing to release, nothing to book: leave the slot alone.
-            return Ok(Settled {
-                committed: 0,
-                lost: false,
-            });
-        }
         match store.set(&rule_slot_key(slot), &s.encode(), cas) {
             Ok(()) => {
                 return Ok(Settled {
                     committed: s.committed,
                     lost: false,
+                    claimed,
                 })
             }
             Err(StoreError::CasMismatch) => continue,

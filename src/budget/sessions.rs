@@ -1,5 +1,6 @@
 //! HTTP session budgets: a bounded set of reused slots in the store.
 
+use super::reservations::{Reservations, Ticket};
 use crate::config::SessionConfig;
 use crate::money::Micros;
 use crate::store::{
@@ -57,24 +58,34 @@ fn sha256_hex_prefix(domain: &[u8], value: &[u8], hex_len: usize) -> String {
         .collect()
 }
 
+/// A header value that identifies a payer (a session id, a budget key):
+/// 1 to 256 bytes without control characters. A credential is replaced by
+/// its hash (`h:` + 32 hex digits), so the secret is never stored or shown.
+pub fn checked_key_id(
+    value: &[u8],
+    is_credential: bool,
+) -> Result<std::borrow::Cow<'_, [u8]>, InvalidSessionId> {
+    if value.is_empty()
+        || value.len() > MAX_SESSION_ID_LEN
+        || value.iter().any(|&b| b < 0x20 || b == 0x7F)
+    {
+        return Err(InvalidSessionId);
+    }
+    Ok(if is_credential {
+        let hash = sha256_hex_prefix(b"costguard/credential\0", value, 32);
+        std::borrow::Cow::Owned(format!("h:{hash}").into_bytes())
+    } else {
+        std::borrow::Cow::Borrowed(value)
+    })
+}
+
 impl SessionKey {
     /// From the `id_header` value. Over 256 bytes or control characters: invalid.
     pub fn from_header(value: &[u8], is_credential: bool) -> Result<SessionKey, InvalidSessionId> {
-        if value.is_empty()
-            || value.len() > MAX_SESSION_ID_LEN
-            || value.iter().any(|&b| b < 0x20 || b == 0x7F)
-        {
-            return Err(InvalidSessionId);
-        }
-        let display_id = if is_credential {
-            format!(
-                "h:{}",
-                sha256_hex_prefix(b"costguard/credential\0", value, 32)
-            )
-        } else {
-            String::from_utf8_lossy(value).into_owned()
-        };
-        Ok(SessionKey::from_display_id(display_id))
+        let id = checked_key_id(value, is_credential)?;
+        Ok(SessionKey::from_display_id(
+            String::from_utf8_lossy(&id).into_owned(),
+        ))
     }
 
     pub fn from_display_id(display_id: String) -> SessionKey {
@@ -107,18 +118,32 @@ pub struct SessionSlot {
     pub spend: Micros,
     pub last_seen_ms: u64,
     pub flags: u64,
+    /// Estimates of the session's calls in flight.
+    pub reservations: Reservations,
 }
 
 impl Record for SessionSlot {
     fn encode(&self) -> Vec<u8> {
+        let [period, current, previous] = self.reservations.to_u64s();
         write_u64s(
             &self.fingerprint,
-            &[self.spend, self.last_seen_ms, self.flags],
+            &[
+                self.spend,
+                self.last_seen_ms,
+                self.flags,
+                period,
+                current,
+                previous,
+            ],
         )
     }
     fn decode(bytes: &[u8]) -> Option<Self> {
         let (fp, rest) = bytes.split_at_checked(16)?;
-        let [spend, last_seen_ms, flags] = read_u64s::<3>(rest)?;
+        // Records written before reservations existed have three values.
+        let [spend, last_seen_ms, flags, period, current, previous] = match read_u64s::<3>(rest) {
+            Some([spend, last_seen, flags]) => [spend, last_seen, flags, 0, 0, 0],
+            None => read_u64s::<6>(rest)?,
+        };
         let mut fingerprint = [0u8; 16];
         fingerprint.copy_from_slice(fp);
         Some(SessionSlot {
@@ -126,6 +151,7 @@ impl Record for SessionSlot {
             spend,
             last_seen_ms,
             flags,
+            reservations: Reservations::from_u64s([period, current, previous]),
         })
     }
 }
@@ -140,6 +166,15 @@ impl SessionSlot {
     }
     pub fn is_over(&self, cfg: &SessionConfig) -> bool {
         self.flags & FLAG_OVER != 0 || cfg.reaches_budget(self.spend)
+    }
+    /// Over budget once the calls in flight are counted too: no room for
+    /// another call.
+    pub fn has_no_room(&self, cfg: &SessionConfig, now_ms: u64) -> bool {
+        self.is_over(cfg)
+            || cfg.reaches_budget(
+                self.spend
+                    .saturating_add(self.reservations.at(now_ms).total()),
+            )
     }
 }
 
@@ -321,8 +356,60 @@ pub fn add_session_spend<S: Store + ?Sized>(
     cost: Micros,
     now_ms: u64,
 ) -> Result<SessionAdd, StoreError> {
+    settle_session(store, handle, Ticket::default(), cost, now_ms)
+}
+
+/// A reservation asked of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionReserve {
+    Reserved(Ticket),
+    /// Spend + reservations reached the budget meanwhile.
+    NoRoom {
+        spend: Micros,
+    },
+    /// The slot went to another session meanwhile: nothing was reserved.
+    Lost,
+}
+
+/// Reserves `amount` for a call of the session, unless it has no room left.
+pub fn reserve_session<S: Store + ?Sized>(
+    store: &S,
+    cfg: &SessionConfig,
+    handle: &SessionHandle,
+    amount: Micros,
+    now_ms: u64,
+) -> Result<SessionReserve, StoreError> {
+    let mut outcome = SessionReserve::Lost;
+    update::<S, SessionSlot>(store, &slot_key(handle.slot), |current| {
+        let mut next = current.copied().unwrap_or_default();
+        if next.fingerprint != handle.key.fingerprint {
+            outcome = SessionReserve::Lost;
+            return None;
+        }
+        next.reservations = next.reservations.at(now_ms);
+        if next.has_no_room(cfg, now_ms) {
+            outcome = SessionReserve::NoRoom { spend: next.spend };
+            return None;
+        }
+        outcome = SessionReserve::Reserved(next.reservations.add(amount, now_ms));
+        next.last_seen_ms = next.last_seen_ms.max(now_ms);
+        Some(next)
+    })?;
+    Ok(outcome)
+}
+
+/// Replaces a call's reservation by its true cost (0: released).
+pub fn settle_session<S: Store + ?Sized>(
+    store: &S,
+    handle: &SessionHandle,
+    ticket: Ticket,
+    cost: Micros,
+    now_ms: u64,
+) -> Result<SessionAdd, StoreError> {
     modify_session(store, handle, now_ms, |s| {
-        s.spend = s.spend.saturating_add(cost)
+        s.reservations = s.reservations.at(now_ms);
+        s.reservations.release(ticket);
+        s.spend = s.spend.saturating_add(cost);
     })
 }
 

@@ -250,9 +250,16 @@ fn records_round_trip_and_reject_other_layouts() {
         spend: 9,
         last_seen_ms: 10,
         flags: FLAG_OVER,
+        reservations: crate::budget::reservations::Reservations::from_u64s([1, 2, 3]),
     };
     assert_eq!(SessionSlot::decode(&s.encode()), Some(s));
     assert_eq!(SessionSlot::decode(&[0; 39]), None);
+    // A record written before reservations existed still reads.
+    let old = SessionSlot {
+        reservations: Default::default(),
+        ..s
+    };
+    assert_eq!(SessionSlot::decode(&old.encode()[..40]), Some(old));
     assert_eq!(slot_key(42), "costguard/v1/slot/00000042");
 }
 
@@ -266,4 +273,34 @@ fn fail_closed_marks_the_session_over() {
     let again = open_session(&store, &c.session, &key, 0).unwrap();
     assert!(again.state.is_over(&c.session));
     assert_eq!(again.state.spend, 0);
+}
+
+#[test]
+fn session_reservations_count_until_settled() {
+    use crate::budget::reservations::Ticket;
+    let store = MemStore::default();
+    let c = Config::parse(br#"{"session":{"budget_usd":1}}"#).unwrap();
+    let key = SessionKey::from_header(b"s", false).unwrap();
+    let open = open_session(&store, &c.session, &key, 0).unwrap();
+    let mut tickets: Vec<Ticket> = Vec::new();
+    for _ in 0..4 {
+        match reserve_session(&store, &c.session, &open.handle, 300_000, 1).unwrap() {
+            SessionReserve::Reserved(t) => tickets.push(t),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        reserve_session(&store, &c.session, &open.handle, 1, 2).unwrap(),
+        SessionReserve::NoRoom { spend: 0 }
+    );
+    let again = open_session(&store, &c.session, &key, 3).unwrap();
+    assert!(again.state.has_no_room(&c.session, 3));
+    assert!(!again.state.is_over(&c.session));
+    for t in &tickets {
+        settle_session(&store, &open.handle, *t, 100_000, 4).unwrap();
+    }
+    let after = open_session(&store, &c.session, &key, 5).unwrap();
+    assert_eq!(after.state.spend, 400_000);
+    assert_eq!(after.state.reservations.at(5).total(), 0);
+    assert!(!after.state.has_no_room(&c.session, 5));
 }

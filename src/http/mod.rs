@@ -21,25 +21,33 @@
 //!   then the stats, then the global window; usage that should be there and
 //!   is not is counted and, with `fail_mode: closed`, ends the session.
 
+pub mod budgets;
 pub mod endpoint;
+pub mod estimate;
 pub mod include_usage;
 
 pub use endpoint::{plan_response, Endpoint, ResponsePlan};
 pub use include_usage::{inspect_chat_request, Injection, MAX_REWRITE_BODY};
 
-use crate::budget::{self, GlobalState, GlobalView, SessionHandle, SessionKey, Store, StoreError};
-use crate::config::{Config, FailMode};
+use crate::budget::reservations::Ticket;
+use crate::budget::{
+    self, GlobalState, GlobalView, SessionHandle, SessionKey, SessionReserve, Store, StoreError,
+};
+use crate::config::{Config, FailMode, ReservationMode};
 use crate::headers::HeaderPairs;
 use crate::meter::{Metered, ResponseMeter};
 use crate::money::{format_usd, Micros};
 use crate::pricing::{price, PriceTable, Priced};
 use crate::realtime::{self, RealtimeSession};
 use crate::replies::{self, LocalReply};
+use budgets::AppliedRule;
+use estimate::{RequestFacts, RequestReader};
 use std::borrow::Cow;
 
 /// Response headers costguard adds.
 pub const HEADER_SESSION_ID: &str = "x-costguard-session-id";
 pub const HEADER_SESSION_REMAINING: &str = "x-costguard-session-remaining-usd";
+pub const HEADER_BUDGET_REMAINING: &str = "x-costguard-budget-remaining-usd";
 
 /// Filter state costguard writes, readable in access logs as
 /// `%FILTER_STATE(wasm.<key>:PLAIN)%`.
@@ -50,6 +58,8 @@ pub enum FilterState {
     CostUsd,
     /// The session's total so far, USD.
     SessionCostUsd,
+    /// The least room left among the budget rules that apply, USD.
+    BudgetRemainingUsd,
 }
 
 impl FilterState {
@@ -58,6 +68,7 @@ impl FilterState {
             FilterState::SessionId => "costguard.session_id",
             FilterState::CostUsd => "costguard.cost_usd",
             FilterState::SessionCostUsd => "costguard.session_cost_usd",
+            FilterState::BudgetRemainingUsd => "costguard.budget_remaining_usd",
         }
     }
 }
@@ -82,6 +93,30 @@ pub enum Event {
     BreakerTripped(GlobalState),
     /// A session's spend could not be booked: it was evicted meanwhile.
     SessionLost(String),
+    /// A budget rule (index in the configuration's rules) refused a call.
+    BudgetRejected {
+        rule: usize,
+    },
+    /// Spend booked to a rule.
+    BudgetSpend {
+        rule: usize,
+        cost: Micros,
+    },
+    /// This VM's outstanding reservations of a rule moved by `change`.
+    BudgetReserved {
+        rule: usize,
+        change: i64,
+    },
+    /// A key of the rule took a slot: a free one, or one of a key of the
+    /// rule with this tag whose window had ended.
+    BudgetKeyClaimed {
+        rule: usize,
+        from_rule_tag: Option<u64>,
+    },
+    /// A key of the rule found no slot (`budgets_max_keys`).
+    BudgetCapacityExhausted {
+        rule: usize,
+    },
     /// The store failed; what was being done goes on without it.
     StoreFailed {
         doing: &'static str,
@@ -121,6 +156,34 @@ pub fn book_global(env: &mut dyn HttpEnv, priced: Priced) {
             doing: "book global spend",
             error,
         }),
+    }
+}
+
+/// Books a Realtime response: its budget rules, the stats, the global window.
+pub fn book_realtime(
+    env: &mut dyn HttpEnv,
+    model: &str,
+    usage: &crate::usage::Usage,
+    rules: &mut [AppliedRule],
+) -> realtime::Booked {
+    let priced = price(
+        env.prices(),
+        Some(model),
+        None,
+        usage,
+        crate::pricing::ServiceTier::Standard,
+    );
+    let cost = priced.cost;
+    let now = env.now_ms();
+    let exhausted = if rules.is_empty() {
+        None
+    } else {
+        budgets::book(env, rules, cost, now)
+    };
+    book_global(env, priced);
+    realtime::Booked {
+        cost,
+        exhausted: exhausted.and_then(|e| budgets::rule_out(env.config(), &e)),
     }
 }
 
@@ -166,6 +229,9 @@ pub enum RequestBody {
     Continue,
     /// Hold it (Envoy buffers) until the request's end.
     Pause,
+    /// Read the body bytes there are (all of them, from the start of the
+    /// buffer) and call [`HttpExchange::read_request_body`]; they pass.
+    Read,
     /// The whole body is here: read it and call [`HttpExchange::rewrite_request_body`].
     Rewrite,
 }
@@ -175,6 +241,8 @@ struct HttpSession {
     handle: SessionHandle,
     /// Budget left when the call was admitted.
     remaining: Micros,
+    /// The call's reservation.
+    ticket: Option<Ticket>,
 }
 
 /// One request/response exchange (see the module docs).
@@ -187,6 +255,15 @@ pub struct HttpExchange {
     /// A successful response whose usage cannot be read at all.
     unreadable: bool,
     settled: bool,
+    /// The budget rules whose header the request carries.
+    rules: Vec<AppliedRule>,
+    /// `rules` no longer holds rules the request's model is not limited by.
+    rules_filtered: bool,
+    /// Reads the request body for the reservation made at its end.
+    reader: Option<RequestReader>,
+    /// The least room left among the rules that apply, at admission.
+    budget_remaining: Option<Micros>,
+    response_started: bool,
 }
 
 impl Default for HttpExchange {
@@ -205,6 +282,11 @@ impl HttpExchange {
             meter: None,
             unreadable: false,
             settled: false,
+            rules: Vec::new(),
+            rules_filtered: false,
+            reader: None,
+            budget_remaining: None,
+            response_started: false,
         }
     }
 
@@ -232,7 +314,10 @@ impl HttpExchange {
         if is_upgrade {
             return self.admit_upgrade(env, headers, now);
         }
-        if let Err(reply) = self.open_session(env, headers, now) {
+        let admitted = self
+            .open_session(env, headers, now)
+            .and_then(|()| self.check_rules(env, headers, now));
+        if let Err(reply) = admitted {
             self.settled = true;
             return Admission::Refuse(reply);
         }
@@ -242,6 +327,16 @@ impl HttpExchange {
                 remove,
                 realtime: None,
             };
+        }
+        if self.session.is_some() || !self.rules.is_empty() {
+            if end_of_stream {
+                if let Err(reply) = self.reserve(env, RequestFacts::default()) {
+                    self.settled = true;
+                    return Admission::Refuse(reply);
+                }
+            } else {
+                self.reader = Some(RequestReader::new());
+            }
         }
         remove.accept_encoding = headers.get("accept-encoding").is_some();
         let wants_rewrite = self.endpoint == Endpoint::ChatCompletions
@@ -310,13 +405,144 @@ impl HttpExchange {
             };
         }
         let path = headers.get_str(":path").unwrap_or("");
+        let model = realtime::model_from_path(path);
+        // The rules that apply to the upgrade limit the session: checked now, booked per response.
+        let mut rules = match budgets::rule_keys(&env.config().budgets.rules, headers) {
+            Ok(rules) => rules,
+            Err(reply) => return Admission::Refuse(reply),
+        };
+        let config = env.config();
+        rules.retain(|a| {
+            config
+                .budgets
+                .rules
+                .get(a.rule)
+                .is_some_and(|r| r.applies_to(model.as_deref()))
+        });
+        match budgets::admit(env, &mut rules, 0, now) {
+            Ok(least) => self.note_budget_remaining(env, least),
+            Err(reply) => return Admission::Refuse(reply),
+        }
+        for a in &mut rules {
+            a.handle = None;
+        }
         let id = realtime::uuid_v4(env.random_16());
-        let model = realtime::model_from_path(path).unwrap_or_default();
         env.filter_state(FilterState::SessionId, &id);
+        let mut session = RealtimeSession::new(id, model.unwrap_or_default(), now);
+        session.rules = rules;
         Admission::Admit {
             remove,
-            realtime: Some(Box::new(RealtimeSession::new(id, model, now))),
+            realtime: Some(Box::new(session)),
         }
+    }
+
+    /// The budget rules whose header the request carries; those that apply
+    /// whatever the model are checked now (the others once the body names
+    /// the model). Refused: `400 invalid_budget_key`, `429 budget_exceeded`
+    /// or `budget_capacity`.
+    fn check_rules(
+        &mut self,
+        env: &mut dyn HttpEnv,
+        headers: &HeaderPairs,
+        now: u64,
+    ) -> Result<(), LocalReply> {
+        if env.config().budgets.rules.is_empty() {
+            return Ok(());
+        }
+        self.rules = budgets::rule_keys(&env.config().budgets.rules, headers)?;
+        let config = env.config();
+        let is_general = |a: &AppliedRule| {
+            config
+                .budgets
+                .rules
+                .get(a.rule)
+                .is_some_and(|r| !r.is_per_model())
+        };
+        if self.endpoint == Endpoint::Other {
+            // Nothing names a model: only the rules for every model apply.
+            self.rules.retain(is_general);
+            self.rules_filtered = true;
+        }
+        let mut general: Vec<AppliedRule> = self
+            .rules
+            .iter()
+            .filter(|a| is_general(a))
+            .cloned()
+            .collect();
+        let least = budgets::admit(env, &mut general, 0, now)?;
+        self.note_budget_remaining(env, least);
+        Ok(())
+    }
+
+    fn note_budget_remaining(&mut self, env: &mut dyn HttpEnv, least: Option<Micros>) {
+        if let Some(remaining) = least {
+            self.budget_remaining = Some(remaining);
+            env.filter_state(FilterState::BudgetRemainingUsd, &format_usd(remaining));
+        }
+    }
+
+    /// The request's body has been read: reserve its estimate against the
+    /// session and every rule that applies (`reservation.mode: off`: check
+    /// them). Refused: what was reserved is released.
+    fn reserve(&mut self, env: &mut dyn HttpEnv, facts: RequestFacts) -> Result<(), LocalReply> {
+        let now = env.now_ms();
+        if self.request_model.is_none() {
+            self.request_model = facts.model.clone();
+        }
+        self.filter_rules(env);
+        if self.response_started {
+            // Too late to refuse: the response is on its way; it is booked when it ends.
+            return Ok(());
+        }
+        let reservation = env.config().budgets.reservation;
+        let amount = match reservation.mode {
+            ReservationMode::Estimate => {
+                facts.estimate(env.prices(), reservation.default_output_tokens)
+            }
+            ReservationMode::Off => 0,
+        };
+        if let (Some(session), true) = (&mut self.session, amount > 0) {
+            let cfg = &env.config().session;
+            match budget::reserve_session(env.store(), cfg, &session.handle, amount, now) {
+                Ok(SessionReserve::Reserved(ticket)) => session.ticket = Some(ticket),
+                Ok(SessionReserve::NoRoom { spend }) => {
+                    let reply = replies::session_budget_exceeded(spend, cfg.budget);
+                    env.event(Event::RejectedSessionBudget);
+                    return Err(reply);
+                }
+                Ok(SessionReserve::Lost) => {}
+                Err(error) => env.event(Event::StoreFailed {
+                    doing: "reserve session budget",
+                    error,
+                }),
+            }
+        }
+        match budgets::admit(env, &mut self.rules, amount, now) {
+            Ok(least) => {
+                self.note_budget_remaining(env, least);
+                Ok(())
+            }
+            Err(reply) => {
+                self.settle_session(env, 0, now);
+                Err(reply)
+            }
+        }
+    }
+
+    /// Drops the rules the request's model is not limited by (once).
+    fn filter_rules(&mut self, env: &mut dyn HttpEnv) {
+        if std::mem::replace(&mut self.rules_filtered, true) {
+            return;
+        }
+        let model = self.request_model.as_deref();
+        let config = env.config();
+        self.rules.retain(|a| {
+            config
+                .budgets
+                .rules
+                .get(a.rule)
+                .is_some_and(|r| r.applies_to(model))
+        });
     }
 
     /// The request's session (`session.id_header`), if it has one.
@@ -335,7 +561,7 @@ impl HttpExchange {
             .map_err(|_| replies::invalid_session_id(&cfg.id_header))?;
         let budget = cfg.budget;
         let opened = budget::open_session(env.store(), cfg, &key, now)
-            .map(|open| (open.state.is_over(cfg), open));
+            .map(|open| (open.state.has_no_room(cfg, now), open));
         let (over, open) = match opened {
             Ok(o) => o,
             Err(error) => {
@@ -361,19 +587,26 @@ impl HttpExchange {
         self.session = Some(HttpSession {
             handle: open.handle,
             remaining: budget.saturating_sub(open.state.spend),
+            ticket: None,
         });
         Ok(())
     }
 
-    /// A request body chunk: held for the rewrite, or passed.
+    /// A request body chunk: held for the rewrite, read for the
+    /// reservation, or passed.
     pub fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> RequestBody {
+        let read = if self.reader.is_some() {
+            RequestBody::Read
+        } else {
+            RequestBody::Continue
+        };
         if !self.holding_body {
-            return RequestBody::Continue;
+            return read;
         }
         if body_size > MAX_REWRITE_BODY {
             // Too large to hold: headers and body go on as they are.
             self.holding_body = false;
-            return RequestBody::Continue;
+            return read;
         }
         if !end_of_stream {
             return RequestBody::Pause;
@@ -382,20 +615,50 @@ impl HttpExchange {
         RequestBody::Rewrite
     }
 
-    /// The whole held request body: notes its model, and returns the body to
-    /// send instead, if it changes.
-    pub fn rewrite_request_body(&mut self, body: &[u8]) -> Option<Vec<u8>> {
+    /// Request body bytes passing (see [`RequestBody::Read`]); at the end,
+    /// the reservation (refused: answer with the reply instead).
+    pub fn read_request_body(
+        &mut self,
+        env: &mut dyn HttpEnv,
+        chunk: &[u8],
+        end_of_stream: bool,
+    ) -> Result<(), LocalReply> {
+        let Some(reader) = &mut self.reader else {
+            return Ok(());
+        };
+        reader.feed(chunk);
+        if !end_of_stream || self.settled {
+            return Ok(());
+        }
+        let facts = self
+            .reader
+            .take()
+            .map(RequestReader::finish)
+            .unwrap_or_default();
+        self.reserve(env, facts)
+            .inspect_err(|_| self.settled = true)
+    }
+
+    /// The whole held request body: notes its model, reserves (refused:
+    /// answer with the reply instead), and returns the body to send
+    /// instead, if it changes.
+    pub fn rewrite_request_body(
+        &mut self,
+        env: &mut dyn HttpEnv,
+        body: &[u8],
+    ) -> Result<Option<Vec<u8>>, LocalReply> {
         let request = inspect_chat_request(body);
         self.request_model = request.model;
-        match request.injection {
+        self.read_request_body(env, body, true)?;
+        Ok(match request.injection {
             Injection::Rewritten(new_body) => Some(new_body),
             _ => None,
-        }
+        })
     }
 
     /// Response headers to set (before anything else of the response).
-    pub fn response_headers_to_set(&self) -> Option<[(&'static str, Cow<'_, str>); 2]> {
-        self.session.as_ref().map(|s| {
+    pub fn response_headers_to_set(&self) -> impl Iterator<Item = (&'static str, Cow<'_, str>)> {
+        let session = self.session.iter().flat_map(|s| {
             [
                 (
                     HEADER_SESSION_ID,
@@ -406,7 +669,11 @@ impl HttpExchange {
                     Cow::Owned(format_usd(s.remaining)),
                 ),
             ]
-        })
+        });
+        let budget = self
+            .budget_remaining
+            .map(|r| (HEADER_BUDGET_REMAINING, Cow::Owned(format_usd(r))));
+        session.chain(budget)
     }
 
     /// Whether [`Self::on_response_headers`] needs the response's headers.
@@ -421,6 +688,7 @@ impl HttpExchange {
         headers: &HeaderPairs,
         end_of_stream: bool,
     ) {
+        self.response_started = true;
         if !self.reads_response_headers() {
             return;
         }
@@ -473,7 +741,8 @@ impl HttpExchange {
             return self.usage_unavailable(env, false);
         }
         let Some(mut meter) = self.meter.take() else {
-            return;
+            // Nothing to meter: what was reserved is released.
+            return self.settle_budgets(env, 0);
         };
         match meter.finish() {
             Metered::Usage { model, usage, tier } => {
@@ -491,29 +760,53 @@ impl HttpExchange {
         }
     }
 
-    /// Books a priced response: the session's spend, then the stats and the
-    /// global window.
+    /// Books a priced response: the session's spend and the budget rules',
+    /// then the stats and the global window.
     fn book(&mut self, env: &mut dyn HttpEnv, priced: Priced) {
-        let now = env.now_ms();
         env.filter_state(FilterState::CostUsd, &format_usd(priced.cost));
-        if let Some(session) = &self.session {
-            match budget::add_session_spend(env.store(), &session.handle, priced.cost, now) {
-                Ok(added) if !added.lost => {
+        self.settle_budgets(env, priced.cost);
+        book_global(env, priced);
+    }
+
+    /// Replaces the session's and the rules' reservations by `cost` (0:
+    /// released), once.
+    fn settle_budgets(&mut self, env: &mut dyn HttpEnv, cost: Micros) {
+        let now = env.now_ms();
+        self.settle_session(env, cost, now);
+        self.filter_rules(env);
+        if !self.rules.is_empty() {
+            budgets::settle(env, &mut self.rules, cost, now);
+            self.rules.clear();
+        }
+    }
+
+    fn settle_session(&mut self, env: &mut dyn HttpEnv, cost: Micros, now: u64) {
+        let Some(session) = &mut self.session else {
+            return;
+        };
+        let ticket = session.ticket.take();
+        if cost == 0 && ticket.is_none() {
+            return;
+        }
+        let ticket = ticket.unwrap_or_default();
+        match budget::settle_session(env.store(), &session.handle, ticket, cost, now) {
+            Ok(added) if !added.lost => {
+                if cost > 0 {
                     env.filter_state(FilterState::SessionCostUsd, &format_usd(added.after.spend));
                 }
-                Ok(_) => env.event(Event::SessionLost(session.handle.key.display_id.clone())),
-                Err(error) => env.event(Event::StoreFailed {
-                    doing: "book session spend",
-                    error,
-                }),
             }
+            Ok(_) => env.event(Event::SessionLost(session.handle.key.display_id.clone())),
+            Err(error) => env.event(Event::StoreFailed {
+                doing: "book session spend",
+                error,
+            }),
         }
-        book_global(env, priced);
     }
 
     /// Usage that should have been there was not: count it, and with
     /// `fail_mode: closed` treat the session as over budget.
     fn usage_unavailable(&mut self, env: &mut dyn HttpEnv, malformed: bool) {
+        self.settle_budgets(env, 0);
         env.event(if malformed {
             Event::UsageParseError
         } else {

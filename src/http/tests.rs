@@ -463,7 +463,8 @@ fn the_body_is_held_for_the_rewrite_and_released_on_every_path() {
     assert_eq!(ex.on_request_body(20, false), RequestBody::Pause);
     assert_eq!(ex.on_request_body(40, true), RequestBody::Rewrite);
     let new = ex
-        .rewrite_request_body(br#"{"model":"gpt-5","stream":true}"#)
+        .rewrite_request_body(&mut env, br#"{"model":"gpt-5","stream":true}"#)
+        .unwrap()
         .unwrap();
     assert!(String::from_utf8(new)
         .unwrap()
@@ -523,7 +524,10 @@ fn the_request_model_prices_a_response_that_names_none() {
         Admission::Admit { .. }
     ));
     assert_eq!(ex.on_request_body(40, true), RequestBody::Rewrite);
-    assert_eq!(ex.rewrite_request_body(br#"{"model":"gpt-5"}"#), None);
+    assert_eq!(
+        ex.rewrite_request_body(&mut env, br#"{"model":"gpt-5"}"#),
+        Ok(None)
+    );
     ex.on_response_headers(&mut env, &json_response(), false);
     ex.on_response_body(&mut env, br#"{"usage":{"prompt_tokens":100000}}"#, true);
     let priced = env.priced();
@@ -551,3 +555,5 @@ fn a_booking_that_trips_the_breaker_says_so() {
     env.store.failing.set(true);
     assert_eq!(refusal(call(&mut env, None, 1)).status, 503);
 }
+
+mod budgets;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::budget::reservations::RESERVATION_PERIOD_MS;
 use crate::store::mem::MemStore;
 use proptest::prelude::*;
 
@@ -8,7 +9,9 @@ const NOON: u64 = 1_796_212_800_000;
 
 fn reserved(r: Reserve) -> (RuleHandle, Micros) {
     match r {
-        Reserve::Reserved { handle, remaining } => (handle, remaining),
+        Reserve::Reserved {
+            handle, remaining, ..
+        } => (handle, remaining),
         other => panic!("not reserved: {other:?}"),
     }
 }
@@ -21,7 +24,7 @@ fn slot_of(store: &MemStore, key: &RuleKey, slots: u32) -> RuleSlot {
 #[test]
 fn reservations_make_concurrent_calls_see_each_other() {
     let store = MemStore::default();
-    let key = RuleKey::new("key-daily", "alice");
+    let key = RuleKey::new("key-daily", b"alice");
     // $1 limit, each call reserves $0.30: four fit (0, .3, .6, .9 < 1), the fifth does not.
     let mut handles = Vec::new();
     for i in 0..4u64 {
@@ -42,7 +45,7 @@ fn reservations_make_concurrent_calls_see_each_other() {
         settle(&store, h, DAY, 250_000, 100, NOON + 5).unwrap();
     }
     let s = slot_of(&store, &key, 100);
-    assert_eq!((s.committed, s.reserved), (1_000_000, 0));
+    assert_eq!((s.committed, s.reserved()), (1_000_000, 0));
     assert!(matches!(
         reserve(&store, &key, DAY, 1_000_000, 0, 100, NOON + 6).unwrap(),
         Reserve::Exhausted {
@@ -52,8 +55,8 @@ fn reservations_make_concurrent_calls_see_each_other() {
     ));
     // Another key and another rule on the same key are untouched.
     for other in [
-        RuleKey::new("key-daily", "bob"),
-        RuleKey::new("burst", "alice"),
+        RuleKey::new("key-daily", b"bob"),
+        RuleKey::new("burst", b"alice"),
     ] {
         assert!(matches!(
             reserve(&store, &other, DAY, 1_000_000, 0, 100, NOON).unwrap(),
@@ -68,7 +71,7 @@ fn reservations_make_concurrent_calls_see_each_other() {
 #[test]
 fn windows_reset_and_calls_book_where_they_end() {
     let store = MemStore::default();
-    let key = RuleKey::new("key-daily", "alice");
+    let key = RuleKey::new("key-daily", b"alice");
     let before_midnight = NOON + 12 * 3_600_000 - 1_000;
     let (h, _) =
         reserved(reserve(&store, &key, DAY, 1_000_000, 400_000, 10, before_midnight).unwrap());
@@ -93,7 +96,8 @@ fn windows_reset_and_calls_book_where_they_end() {
     let after_midnight = before_midnight + 2_000;
     let (_, remaining) =
         reserved(reserve(&store, &key, DAY, 1_000_000, 0, 10, after_midnight).unwrap());
-    assert_eq!(remaining, 1_000_000, "a new day");
+    // A new day: the spend is gone, the call still in flight is still reserved.
+    assert_eq!(remaining, 1_000_000 - 50);
     let settled = settle(&store, &late, DAY, 300, 10, after_midnight).unwrap();
     assert_eq!(settled.committed, 300);
 }
@@ -101,13 +105,13 @@ fn windows_reset_and_calls_book_where_they_end() {
 #[test]
 fn reservations_of_vanished_calls_expire() {
     let store = MemStore::default();
-    let key = RuleKey::new("r", "k");
+    let key = RuleKey::new("r", b"k");
     reserved(reserve(&store, &key, DAY, 1_000, 1_000, 10, NOON).unwrap());
     assert!(matches!(
         reserve(&store, &key, DAY, 1_000, 0, 10, NOON + 1).unwrap(),
         Reserve::Exhausted { .. }
     ));
-    let later = NOON + RESERVATION_TTL_MS;
+    let later = NOON + 2 * RESERVATION_PERIOD_MS;
     assert!(matches!(
         reserve(&store, &key, DAY, 1_000, 0, 10, later).unwrap(),
         Reserve::Reserved {
@@ -120,23 +124,23 @@ fn reservations_of_vanished_calls_expire() {
 #[test]
 fn a_late_settle_of_an_expired_reservation_leaves_newer_ones_alone() {
     let store = MemStore::default();
-    let key = RuleKey::new("r", "k");
+    let key = RuleKey::new("r", b"k");
     let (old, _) = reserved(reserve(&store, &key, DAY, 10_000, 1_000, 10, NOON).unwrap());
-    let later = NOON + RESERVATION_TTL_MS;
+    let later = NOON + 2 * RESERVATION_PERIOD_MS;
     let (_new, _) = reserved(reserve(&store, &key, DAY, 10_000, 700, 10, later).unwrap());
     // The vanished call turns up after all: its cost is booked, the newer reservation stays.
     settle(&store, &old, DAY, 400, 10, later + 1).unwrap();
     let (_, s, _) = locate(&store, &key, DAY, 10, later + 1).unwrap().unwrap();
-    assert_eq!((s.committed, s.reserved), (400, 700));
+    assert_eq!((s.committed, s.reserved()), (400, 700));
 }
 
 #[test]
 fn a_full_table_refuses_new_keys_and_never_evicts_live_ones() {
     let store = MemStore::default();
     let (a, b, c) = (
-        RuleKey::new("r", "a"),
-        RuleKey::new("r", "b"),
-        RuleKey::new("r", "c"),
+        RuleKey::new("r", b"a"),
+        RuleKey::new("r", b"b"),
+        RuleKey::new("r", b"c"),
     );
     for k in [&a, &b] {
         let (h, _) = reserved(reserve(&store, k, DAY, 1_000, 0, 2, NOON).unwrap());
@@ -162,14 +166,52 @@ fn a_full_table_refuses_new_keys_and_never_evicts_live_ones() {
 fn records_round_trip() {
     let s = RuleSlot {
         fingerprint: [3; 16],
+        rule_tag: 9,
         window_start_ms: 1,
         committed: 2,
-        reserved: 3,
-        reserved_until_ms: 4,
-        reserve_epoch: 5,
+        reservations: Reservations::from_u64s([3, 4, 5]),
     };
     assert_eq!(RuleSlot::decode(&s.encode()), Some(s));
-    assert_eq!(RuleSlot::decode(&s.encode()[..55]), None);
+    assert_eq!(RuleSlot::decode(&s.encode()[..63]), None);
+}
+
+#[test]
+fn a_slot_taken_over_names_the_rule_it_was_taken_from() {
+    let store = MemStore::default();
+    let a = RuleKey::new("daily", b"a");
+    let b = RuleKey::new("burst", b"b");
+    let (h, _) = reserved(reserve(&store, &a, DAY, 1_000, 0, 1, NOON).unwrap());
+    let s = settle(&store, &h, DAY, 10, 1, NOON).unwrap();
+    assert_eq!(s.claimed, Claimed::FreeSlot);
+    assert_eq!(
+        reserve(&store, &b, DAY, 1_000, 1, 1, NOON).unwrap(),
+        Reserve::Full
+    );
+    let tomorrow = NOON + 86_400_000;
+    match reserve(&store, &b, DAY, 1_000, 1, 1, tomorrow).unwrap() {
+        Reserve::Reserved { claimed, .. } => assert_eq!(claimed, Claimed::From(rule_tag("daily"))),
+        other => panic!("{other:?}"),
+    }
+    // A check (amount 0) writes nothing, so claims nothing.
+    let c = RuleKey::new("daily", b"c");
+    let day_after = tomorrow + 86_400_000;
+    assert!(matches!(
+        reserve(&store, &c, DAY, 1_000, 0, 1, day_after).unwrap(),
+        Reserve::Reserved {
+            claimed: Claimed::No,
+            remaining: 1_000,
+            ..
+        }
+    ));
+    assert_eq!(
+        slot_of_at(&store, &b, 1, day_after).fingerprint,
+        b.fingerprint
+    );
+}
+
+fn slot_of_at(store: &MemStore, key: &RuleKey, slots: u32, now: u64) -> RuleSlot {
+    let (_, slot, _) = locate(store, key, DAY, slots, now).unwrap().unwrap();
+    slot
 }
 
 #[derive(Debug, Clone)]
@@ -184,20 +226,28 @@ fn op() -> impl Strategy<Value = Op> {
         (0..3usize, 0..400_000u64).prop_map(|(key, amount)| Op::Reserve { key, amount }),
         (0..64usize, 0..400_000u64).prop_map(|(nth, actual)| Op::Settle { nth, actual }),
         (0..10_000u64).prop_map(|ms| Op::Wait { ms }),
+        (0..2 * RESERVATION_PERIOD_MS).prop_map(|ms| Op::Wait { ms }),
     ]
+}
+
+/// A reservation made at `at` is still counted at `now`: made in this
+/// reservation period or the one before.
+fn counted(at: u64, now: u64) -> bool {
+    now / RESERVATION_PERIOD_MS - at / RESERVATION_PERIOD_MS <= 1
 }
 
 proptest! {
     /// Against a model: every reservation is counted until it settles (once)
-    /// or expires, committed spend is the sum of the true costs settled in
-    /// the window, and nothing ever goes below zero.
+    /// or expires (one to two periods after it was made), committed spend is
+    /// the sum of the true costs settled in the window, and nothing ever
+    /// goes below zero.
     #[test]
     fn bookkeeping_matches_the_model(ops in proptest::collection::vec(op(), 1..80)) {
         let store = MemStore::default();
-        // Short windows, so they turn over; never longer than a reservation's TTL in all.
+        // Short windows, so they turn over; waits long enough for reservations to expire.
         let window = Window::Seconds(60);
         let limit = 1_000_000;
-        let keys: Vec<RuleKey> = (0..3).map(|i| RuleKey::new("r", &format!("k{i}"))).collect();
+        let keys: Vec<RuleKey> = (0..3).map(|i| RuleKey::new("r", format!("k{i}").as_bytes())).collect();
         let mut now = NOON;
         // Outstanding: (key, handle, made at).
         let mut outstanding: Vec<(usize, RuleHandle, u64)> = Vec::new();
@@ -210,10 +260,10 @@ proptest! {
                     let start = window.bounds(now).0;
                     let model_committed = if committed[key].0 == start { committed[key].1 } else { 0 };
                     let model_reserved: u64 = outstanding.iter()
-                        .filter(|(k, h, at)| *k == key && h.window_start_ms == start && now < at + RESERVATION_TTL_MS)
-                        .map(|(_, h, _)| h.reserved).sum();
+                        .filter(|(k, _, at)| *k == key && counted(*at, now))
+                        .map(|(_, h, _)| h.ticket.amount).sum();
                     match reserve(&store, &keys[key], window, limit, amount, 16, now).unwrap() {
-                        Reserve::Reserved { handle, remaining } => {
+                        Reserve::Reserved { handle, remaining, .. } => {
                             prop_assert!(model_committed + model_reserved < limit);
                             prop_assert_eq!(remaining, limit - model_committed - model_reserved);
                             outstanding.push((key, handle, now));

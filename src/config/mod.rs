@@ -12,6 +12,9 @@ use crate::pricing::{
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
+mod budgets;
+pub use budgets::{BudgetRule, Budgets, ModelPattern, ReservationConfig, ReservationMode};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailMode {
     /// Let the response pass and count `costguard.usage.missing`.
@@ -82,6 +85,8 @@ pub struct Config {
     pub fail_mode: FailMode,
     pub global_store: Option<GlobalStoreConfig>,
     pub price_catalog: Option<PriceCatalogConfig>,
+    /// `budgets`, `reservation`, `budgets_max_keys`.
+    pub budgets: Budgets,
 }
 
 /// A configuration error, naming the key.
@@ -285,6 +290,9 @@ impl Config {
                 "fail_mode",
                 "global_store",
                 "price_catalog",
+                "budgets",
+                "reservation",
+                "budgets_max_keys",
             ],
         )?;
         let empty = Value::Object(Map::new());
@@ -463,7 +471,10 @@ impl Config {
             }
         };
 
+        let budgets = budgets::parse(&root)?;
+
         Ok(Config {
+            budgets,
             session,
             global,
             prices,
