@@ -3,13 +3,13 @@
 #![allow(dead_code)]
 
 use costguard::config::{Config, FailMode};
+use costguard::http::budgets::AppliedRule;
 use costguard::http::inspect_chat_request;
 use costguard::meter::{BodyKind, ResponseMeter};
 use costguard::money::Micros;
 use costguard::pricing::cost_micros;
 use costguard::pricing::price;
-use costguard::http::budgets::AppliedRule;
-use costguard::realtime::{Booked, Notice, RealtimeEnv, RuleOut, RealtimeSession};
+use costguard::realtime::{Booked, Notice, RealtimeEnv, RealtimeSession, RuleOut};
 use costguard::usage::Usage;
 
 pub const CHUNK: usize = 16 * 1024;

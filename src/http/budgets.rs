@@ -94,6 +94,14 @@ fn report_claim(env: &mut dyn HttpEnv, rule: usize, claimed: Claimed) {
     }
 }
 
+/// Counts a key that found no slot once per call (a call asks at its
+/// headers, at its body's end and when it books).
+fn report_full(env: &mut dyn HttpEnv, rule: usize, reported: &mut bool) {
+    if !std::mem::replace(reported, true) {
+        env.event(Event::BudgetCapacityExhausted { rule });
+    }
+}
+
 /// Asks each rule for room for `amount` (0: a check, nothing reserved).
 /// Admitted: the least room left among them (None when no rule answered).
 /// Refused: every reservation made here is released first.
@@ -102,6 +110,7 @@ pub fn admit(
     applied: &mut [AppliedRule],
     amount: Micros,
     now_ms: u64,
+    full_reported: &mut bool,
 ) -> Result<Option<Micros>, LocalReply> {
     let slots = env.config().budgets.max_keys;
     let fail_mode = env.config().fail_mode;
@@ -140,7 +149,7 @@ pub fn admit(
                 reserved,
             }),
             Ok(Reserve::Full) => {
-                env.event(Event::BudgetCapacityExhausted { rule: a.rule });
+                report_full(env, a.rule, full_reported);
                 if fail_mode == FailMode::Closed && no_capacity.is_none() {
                     no_capacity = Some(a.rule);
                 }
@@ -173,7 +182,7 @@ pub fn admit(
 
 /// Releases the reservations made at admission (nothing is booked).
 pub fn release(env: &mut dyn HttpEnv, applied: &mut [AppliedRule], now_ms: u64) {
-    settle(env, applied, 0, now_ms);
+    settle(env, applied, 0, now_ms, &mut true);
 }
 
 /// Books `cost` into each rule, replacing its reservation (once: the
@@ -183,6 +192,7 @@ pub fn settle(
     applied: &mut [AppliedRule],
     cost: Micros,
     now_ms: u64,
+    full_reported: &mut bool,
 ) -> Vec<(usize, Settled)> {
     let slots = env.config().budgets.max_keys;
     let mut out = Vec::new();
@@ -205,7 +215,7 @@ pub fn settle(
                 report_claim(env, a.rule, settled.claimed);
                 if cost > 0 {
                     if settled.lost {
-                        env.event(Event::BudgetCapacityExhausted { rule: a.rule });
+                        report_full(env, a.rule, full_reported);
                     }
                     env.event(Event::BudgetSpend { rule: a.rule, cost });
                 }
@@ -228,7 +238,7 @@ pub fn book(
     cost: Micros,
     now_ms: u64,
 ) -> Option<Exhausted> {
-    let settled = settle(env, applied, cost, now_ms);
+    let settled = settle(env, applied, cost, now_ms, &mut false);
     let config = env.config();
     let exhausted: Vec<Exhausted> = settled
         .into_iter()

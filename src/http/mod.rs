@@ -263,6 +263,8 @@ pub struct HttpExchange {
     reader: Option<RequestReader>,
     /// The least room left among the rules that apply, at admission.
     budget_remaining: Option<Micros>,
+    /// A rule's key found no slot (counted once per call).
+    capacity_reported: bool,
     response_started: bool,
 }
 
@@ -286,6 +288,7 @@ impl HttpExchange {
             rules_filtered: false,
             reader: None,
             budget_remaining: None,
+            capacity_reported: false,
             response_started: false,
         }
     }
@@ -419,7 +422,7 @@ impl HttpExchange {
                 .get(a.rule)
                 .is_some_and(|r| r.applies_to(model.as_deref()))
         });
-        match budgets::admit(env, &mut rules, 0, now) {
+        match budgets::admit(env, &mut rules, 0, now, &mut false) {
             Ok(least) => self.note_budget_remaining(env, least),
             Err(reply) => return Admission::Refuse(reply),
         }
@@ -469,7 +472,7 @@ impl HttpExchange {
             .filter(|a| is_general(a))
             .cloned()
             .collect();
-        let least = budgets::admit(env, &mut general, 0, now)?;
+        let least = budgets::admit(env, &mut general, 0, now, &mut self.capacity_reported)?;
         self.note_budget_remaining(env, least);
         Ok(())
     }
@@ -517,7 +520,13 @@ impl HttpExchange {
                 }),
             }
         }
-        match budgets::admit(env, &mut self.rules, amount, now) {
+        match budgets::admit(
+            env,
+            &mut self.rules,
+            amount,
+            now,
+            &mut self.capacity_reported,
+        ) {
             Ok(least) => {
                 self.note_budget_remaining(env, least);
                 Ok(())
@@ -775,7 +784,7 @@ impl HttpExchange {
         self.settle_session(env, cost, now);
         self.filter_rules(env);
         if !self.rules.is_empty() {
-            budgets::settle(env, &mut self.rules, cost, now);
+            budgets::settle(env, &mut self.rules, cost, now, &mut self.capacity_reported);
             self.rules.clear();
         }
     }

@@ -135,9 +135,11 @@ def test_grafana_dashboard_queries_only_emitted_metrics(sim):
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     queried = set(re.findall(r"\bcostguard_[a-z_]+", " ".join(exprs)))
     assert len(queried) >= 15
-    e = Envoy(sim.port, {"global": {"budget_usd": 1000000}}).wait_ready()
+    rule = {"name": "key-daily", "key": "header:x-api-key", "limit_usd": 100, "window": "day"}
+    e = Envoy(sim.port, {"global": {"budget_usd": 1000000}, "budgets": [rule]}).wait_ready()
     try:
-        chat(e, model="gpt-4.1-mini", usage={"prompt_tokens": 10, "completion_tokens": 5})
+        chat(e, model="gpt-4.1-mini", usage={"prompt_tokens": 10, "completion_tokens": 5},
+             headers={"x-api-key": "k"})
         with open_session(e) as ws:
             recv_json(ws)
             respond(ws, rt_usage(100, 50))
@@ -147,8 +149,9 @@ def test_grafana_dashboard_queries_only_emitted_metrics(sim):
             names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line.startswith("costguard_")}
             return names if queried <= names else None
         names = wait_until(emitted, timeout=30, interval=0.5, what=f"every queried metric among {sorted(queried)}")
-        assert 'costguard_model_cost_micro_usd{model="gpt-4.1-mini"}' in \
-            requests.get(f"{e.admin}/stats/prometheus", timeout=10).text
+        prometheus = requests.get(f"{e.admin}/stats/prometheus", timeout=10).text
+        assert 'costguard_model_cost_micro_usd{model="gpt-4.1-mini"}' in prometheus
+        assert 'costguard_budget_keys{budget="key-daily"} 1' in prometheus
         assert queried <= names
     finally:
         e.stop()

@@ -169,6 +169,11 @@ def test_access_log_carries_the_stream_cost(builtin_envoy):
     ({"fail_mode": "sometimes"}, "fail_mode"),
     ({"pricing": {"gpt-5.5": {"input": 5, "above": {"input": 10}}}}, "pricing.gpt-5.5.above_input_tokens"),
     ({"price_catalog": {"path": "/model_prices.json"}}, "price_catalog.cluster"),
+    ({"budgets": [{"name": "d", "key": "header:x-api-key", "limit_usd": 1, "window": "week"}]},
+     "budgets[0].window"),
+    ({"budgets": [{"name": "d", "key": "header:x-a", "limit_usd": 1, "window": "day"},
+                  {"name": "d", "key": "header:x-b", "limit_usd": 1, "window": "day"}]}, "budgets[1].name"),
+    ({"budgets": [{"name": "d", "key": "x-api-key", "limit_usd": 1, "window": "day"}]}, "budgets[0].key"),
     ("{not json", ""),
 ])
 def test_bad_configuration_is_rejected_naming_the_key(start_envoy, config, key):
