@@ -1,0 +1,239 @@
+//! The fleet-wide global window: the unreported spend in the global record
+//! is reported, a reply books the fleet's spend and may trip the breaker.
+
+use super::FleetView;
+use crate::budget::{update, GlobalState, Store, StoreError, KEY_GLOBAL};
+use crate::config::{GlobalConfig, GlobalStoreConfig};
+
+/// A report with no answer after this many timeouts is taken back.
+const STALE_REPORT_TIMEOUTS: u64 = 4;
+
+/// Starts a report if none is in flight and at least one hit is unreported:
+/// moves those hits' spend to `in_flight` and returns the hits to send.
+/// A report with no answer for a long time is taken back first. While the
+/// store's window is nearly full, a report is cut to what it still accepts,
+/// so that the store's counter reaches the limit exactly and every other
+/// Envoy's next report learns the fleet is over.
+pub fn begin_report<S: Store + ?Sized>(
+    store: &S,
+    cfg: &GlobalStoreConfig,
+    now_ms: u64,
+) -> Result<Option<u32>, StoreError> {
+    let mut hits = None;
+    update::<S, GlobalState>(store, KEY_GLOBAL, |current| {
+        hits = None;
+        let mut s = current.copied().unwrap_or_default();
+        if s.in_flight > 0 {
+            if now_ms.saturating_sub(s.in_flight_since_ms)
+                < cfg.timeout_ms.saturating_mul(STALE_REPORT_TIMEOUTS)
+            {
+                return None;
+            }
+            s.unreported = s.unreported.saturating_add(s.in_flight);
+            s.in_flight = 0;
+            s.store_errors += 1;
+        }
+        let mut n = (s.unreported / cfg.micros_per_hit).min(u64::from(u32::MAX));
+        if now_ms < s.fleet_reset_at_ms && s.fleet_remaining_hits > 0 {
+            n = n.min(s.fleet_remaining_hits);
+        }
+        if n == 0 {
+            return (current.copied() != Some(s)).then_some(s);
+        }
+        s.in_flight = n * cfg.micros_per_hit;
+        s.unreported -= s.in_flight;
+        s.in_flight_since_ms = now_ms;
+        hits = u32::try_from(n).ok();
+        Some(s)
+    })?;
+    Ok(hits)
+}
+
+/// The outcome of a report: a reply, or a failure (unreachable, error status, bad reply).
+pub fn finish_report<S: Store + ?Sized>(
+    store: &S,
+    global: &GlobalConfig,
+    reply: Option<FleetView>,
+    now_ms: u64,
+) -> Result<(GlobalState, bool), StoreError> {
+    let mut tripped = false;
+    let (_, after) = update::<S, GlobalState>(store, KEY_GLOBAL, |current| {
+        tripped = false;
+        let mut s = current.copied().unwrap_or_default();
+        match reply {
+            Some(view) => {
+                // Counted by the store; or refused because it would pass the
+                // limit: then it is offered again, cut to what still fits, and
+                // dropped once nothing fits (spend past the fleet's limit
+                // cannot be recorded in the store; every breaker is open).
+                if view.over_limit && view.remaining_hits > 0 {
+                    s.unreported = s.unreported.saturating_add(s.in_flight);
+                }
+                s.in_flight = 0;
+                s.store_errors = 0;
+                s.fleet_spend = view.spend;
+                s.fleet_remaining_hits = view.remaining_hits;
+                s.fleet_reset_at_ms = now_ms.saturating_add(view.reset_in_ms);
+                if view.over_limit || s.fleet_spend_at(now_ms) >= global.budget {
+                    let until = now_ms
+                        .saturating_add(view.reset_in_ms)
+                        .max(now_ms.saturating_add(global.cooldown_s.saturating_mul(1000)));
+                    tripped = s.trip(until, now_ms);
+                }
+            }
+            None => {
+                s.unreported = s.unreported.saturating_add(s.in_flight);
+                s.in_flight = 0;
+                s.store_errors = s.store_errors.saturating_add(1);
+            }
+        }
+        Some(s)
+    })?;
+    Ok((after.unwrap_or_default(), tripped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::{add_global_spend, read_global};
+    use crate::config::Config;
+    use crate::store::mem::MemStore;
+
+    fn config() -> Config {
+        Config::parse(
+            br#"{"global":{"budget_usd":1,"window_s":3600,"cooldown_s":60},
+                 "global_store":{"rls_cluster":"rls","usd_per_hit":0.001}}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn spend_is_reported_once_and_kept_across_failures() {
+        let c = config();
+        let sc = c.global_store.clone().unwrap();
+        let store = MemStore::default();
+        add_global_spend(&store, &c.global, 2_500, 0, true).unwrap(); // 2.5 hits
+        assert_eq!(begin_report(&store, &sc, 10).unwrap(), Some(2));
+        // One report at a time.
+        assert_eq!(begin_report(&store, &sc, 20).unwrap(), None);
+        add_global_spend(&store, &c.global, 1_000, 30, true).unwrap();
+        // The store is down: the spend goes back to unreported.
+        finish_report(&store, &c.global, None, 40).unwrap();
+        let s = read_global(&store).unwrap();
+        assert_eq!((s.unreported, s.in_flight, s.store_errors), (3_500, 0, 1));
+        // Next time all of it (3 whole hits) goes, the half hit stays.
+        assert_eq!(begin_report(&store, &sc, 50).unwrap(), Some(3));
+        let view = FleetView {
+            over_limit: false,
+            spend: 3_000,
+            remaining_hits: 997,
+            reset_in_ms: 1_000,
+        };
+        finish_report(&store, &c.global, Some(view), 60).unwrap();
+        let s = read_global(&store).unwrap();
+        assert_eq!(
+            (s.unreported, s.in_flight, s.store_errors, s.fleet_spend),
+            (500, 0, 0, 3_000)
+        );
+        assert_eq!(s.fleet_spend_at(60), 3_500);
+        assert_eq!(s.fleet_spend_at(2_000), 500, "the store's window reset");
+    }
+
+    #[test]
+    fn unanswered_reports_are_taken_back() {
+        let c = config();
+        let sc = c.global_store.clone().unwrap();
+        let store = MemStore::default();
+        add_global_spend(&store, &c.global, 1_000, 0, true).unwrap();
+        assert_eq!(begin_report(&store, &sc, 0).unwrap(), Some(1));
+        assert_eq!(begin_report(&store, &sc, 999).unwrap(), None);
+        assert_eq!(
+            begin_report(&store, &sc, 1_000).unwrap(),
+            Some(1),
+            "4 × 250 ms later"
+        );
+    }
+
+    #[test]
+    fn a_refused_report_fills_the_store_to_its_limit() {
+        let c = config();
+        let sc = c.global_store.clone().unwrap();
+        let store = MemStore::default();
+        add_global_spend(&store, &c.global, 300_000, 0, true).unwrap(); // 300 hits
+        assert_eq!(begin_report(&store, &sc, 0).unwrap(), Some(300));
+        // The store had only 190 left: refused.
+        let refused = FleetView {
+            over_limit: true,
+            spend: 810_000,
+            remaining_hits: 190,
+            reset_in_ms: 60_000,
+        };
+        let (s, tripped) = finish_report(&store, &c.global, Some(refused), 10).unwrap();
+        assert!(tripped);
+        assert_eq!((s.unreported, s.in_flight), (300_000, 0));
+        // The next report offers exactly what still fits.
+        assert_eq!(begin_report(&store, &sc, 20).unwrap(), Some(190));
+        let full = FleetView {
+            over_limit: false,
+            spend: 1_000_000,
+            remaining_hits: 0,
+            reset_in_ms: 59_000,
+        };
+        finish_report(&store, &c.global, Some(full), 30).unwrap();
+        assert_eq!(read_global(&store).unwrap().unreported, 110_000);
+        // Nothing fits any more: the rest is refused and dropped.
+        assert_eq!(begin_report(&store, &sc, 40).unwrap(), Some(110));
+        let over = FleetView {
+            over_limit: true,
+            spend: 1_000_000,
+            remaining_hits: 0,
+            reset_in_ms: 58_000,
+        };
+        finish_report(&store, &c.global, Some(over), 50).unwrap();
+        let s = read_global(&store).unwrap();
+        assert_eq!((s.unreported, s.in_flight), (0, 0));
+    }
+
+    #[test]
+    fn the_fleet_trips_every_breaker() {
+        let c = config();
+        let store = MemStore::default();
+        // Another Envoy spent most of it: the store says so, and over the limit.
+        add_global_spend(&store, &c.global, 1_000, 0, true).unwrap();
+        begin_report(&store, &c.global_store.clone().unwrap(), 0).unwrap();
+        let (s, tripped) = finish_report(
+            &store,
+            &c.global,
+            Some(FleetView {
+                over_limit: true,
+                spend: 1_000_000,
+                remaining_hits: 0,
+                reset_in_ms: 600_000,
+            }),
+            1_000,
+        )
+        .unwrap();
+        assert!(tripped);
+        assert_eq!(s.open_until_ms, 601_000);
+        // Below the limit, the fleet's known spend plus ours trips it too.
+        let store = MemStore::default();
+        finish_report(
+            &store,
+            &c.global,
+            Some(FleetView {
+                over_limit: false,
+                spend: 999_000,
+                remaining_hits: 1,
+                reset_in_ms: 5_000,
+            }),
+            0,
+        )
+        .unwrap();
+        let added = add_global_spend(&store, &c.global, 1_000, 10, true).unwrap();
+        assert!(added.tripped);
+        assert_eq!(
+            added.state.open_until_ms, 3_600_000,
+            "local rule: the next window"
+        );
+    }
+}
