@@ -17,7 +17,7 @@ pub struct Status(pub u32);
 pub const NOT_FOUND: u32 = 1;
 pub const CAS_MISMATCH: u32 = 8;
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 #[repr(u32)]
 pub enum Buffer {
     HttpRequestBody = 0,

@@ -38,6 +38,17 @@ fn send_reply(reply: &LocalReply) {
     }
 }
 
+/// The body bytes this callback has (none when the host cannot give them: logged).
+fn read_body(buffer: Buffer, body_size: usize) -> Vec<u8> {
+    if body_size == 0 {
+        return Vec::new();
+    }
+    host::get_buffer(buffer, 0, body_size).unwrap_or_else(|e| {
+        log::warn!("cannot read a body ({buffer:?}, status {})", e.0);
+        Vec::new()
+    })
+}
+
 fn set_response_header(name: &str, value: &str) {
     if let Err(e) = host::set_header(Map::ResponseHeaders, name, value) {
         log::debug!("cannot set {name}: status {}", e.0);
@@ -193,17 +204,7 @@ impl HttpContext for Stream {
                 Action::Continue
             };
         }
-        let body = if body_size > 0 {
-            match host::get_buffer(Buffer::HttpRequestBody, 0, body_size) {
-                Ok(body) => body,
-                Err(e) => {
-                    log::warn!("cannot read the request body (status {})", e.0);
-                    Vec::new()
-                }
-            }
-        } else {
-            Vec::new()
-        };
+        let body = read_body(Buffer::HttpRequestBody, body_size);
         let shared = Rc::clone(&self.shared);
         let mut env = shared.env();
         let outcome = if decision == RequestBody::Rewrite {
@@ -255,17 +256,7 @@ impl HttpContext for Stream {
         if !self.exchange.reads_response_body() {
             return Action::Continue;
         }
-        let chunk = if body_size > 0 {
-            match host::get_buffer(Buffer::HttpResponseBody, 0, body_size) {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    log::warn!("cannot read the response body (status {})", e.0);
-                    Vec::new()
-                }
-            }
-        } else {
-            Vec::new()
-        };
+        let chunk = read_body(Buffer::HttpResponseBody, body_size);
         let shared = Rc::clone(&self.shared);
         let mut env = shared.env();
         self.exchange

@@ -261,14 +261,8 @@ pub(super) fn parse(root: &Section<'_>) -> Result<Budgets, ConfigError> {
 #[cfg(test)]
 mod tests {
     use crate::budget::window::Window;
+    use crate::config::tests::error_key;
     use crate::config::{Config, ReservationMode};
-
-    fn error_key(json: &str) -> String {
-        match Config::parse(json.as_bytes()) {
-            Ok(_) => panic!("accepted: {json}"),
-            Err(e) => e.key,
-        }
-    }
 
     #[test]
     fn the_contract_example_parses() {

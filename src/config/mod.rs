@@ -491,7 +491,8 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn error_key(json: &str) -> String {
+    /// The key an invalid configuration's error names.
+    pub(in crate::config) fn error_key(json: &str) -> String {
         match Config::parse(json.as_bytes()) {
             Ok(_) => panic!("accepted: {json}"),
             Err(e) => e.key,
