@@ -1,6 +1,7 @@
 //! The global spend window and the circuit breaker, in one store record.
 
 use crate::config::GlobalConfig;
+use crate::fleet::FleetTally;
 use crate::money::Micros;
 use crate::store::{read_u64s, update, write_u64s, Record, Store, StoreError};
 
@@ -14,18 +15,10 @@ pub struct GlobalState {
     /// The breaker is open while `now < open_until_ms`.
     pub open_until_ms: u64,
     pub trips: u64,
-    /// Fleet store (`global_store`): spend not yet reported.
-    pub unreported: Micros,
-    /// Spend in the report now in flight, and since when.
-    pub in_flight: Micros,
-    pub in_flight_since_ms: u64,
-    /// The fleet's spend in the store's window, as its last reply said, until it resets.
-    pub fleet_spend: Micros,
-    pub fleet_reset_at_ms: u64,
+    /// Fleet store (`global_store`): the window's spend in the store.
+    pub fleet: FleetTally,
     /// Failed reports in a row (0: the store is healthy).
     pub store_errors: u64,
-    /// Hits the store still accepts in its window, as its last reply said.
-    pub fleet_remaining_hits: u64,
 }
 
 impl Record for GlobalState {
@@ -37,13 +30,13 @@ impl Record for GlobalState {
                 self.window_spend,
                 self.open_until_ms,
                 self.trips,
-                self.unreported,
-                self.in_flight,
-                self.in_flight_since_ms,
-                self.fleet_spend,
-                self.fleet_reset_at_ms,
+                self.fleet.unreported,
+                self.fleet.in_flight,
+                self.fleet.in_flight_since_ms,
+                self.fleet.acknowledged,
+                self.fleet.reset_at_ms,
                 self.store_errors,
-                self.fleet_remaining_hits,
+                self.fleet.remaining_hits,
             ],
         )
     }
@@ -55,13 +48,15 @@ impl Record for GlobalState {
             window_spend,
             open_until_ms,
             trips,
-            unreported,
-            in_flight,
-            in_flight_since_ms,
-            fleet_spend,
-            fleet_reset_at_ms,
+            fleet: FleetTally {
+                unreported,
+                in_flight,
+                in_flight_since_ms,
+                acknowledged: fleet_spend,
+                reset_at_ms: fleet_reset_at_ms,
+                remaining_hits: fleet_remaining_hits,
+            },
             store_errors,
-            fleet_remaining_hits,
         })
     }
 }
@@ -75,17 +70,9 @@ impl GlobalState {
             0
         }
     }
-    /// The fleet's spend as this process knows it: what the store last said
-    /// (until its window resets) plus what is not yet acknowledged.
+    /// The fleet's spend as this process knows it.
     pub fn fleet_spend_at(&self, now_ms: u64) -> Micros {
-        let acknowledged = if now_ms < self.fleet_reset_at_ms {
-            self.fleet_spend
-        } else {
-            0
-        };
-        acknowledged
-            .saturating_add(self.unreported)
-            .saturating_add(self.in_flight)
+        self.fleet.spend_at(now_ms)
     }
 
     /// Opens the breaker at `now` until `until_ms` unless it is open already.
@@ -157,7 +144,7 @@ pub fn add_global_spend<S: Store + ?Sized>(
         }
         s.window_spend = s.window_spend.saturating_add(cost);
         if fleet {
-            s.unreported = s.unreported.saturating_add(cost);
+            s.fleet.add(cost);
         }
         let over =
             s.window_spend >= cfg.budget || (fleet && s.fleet_spend_at(now_ms) >= cfg.budget);

@@ -235,13 +235,15 @@ fn records_round_trip_and_reject_other_layouts() {
         window_spend: 2,
         open_until_ms: 3,
         trips: 4,
-        unreported: 5,
-        in_flight: 6,
-        in_flight_since_ms: 7,
-        fleet_spend: 8,
-        fleet_reset_at_ms: 9,
+        fleet: crate::fleet::FleetTally {
+            unreported: 5,
+            in_flight: 6,
+            in_flight_since_ms: 7,
+            acknowledged: 8,
+            reset_at_ms: 9,
+            remaining_hits: 11,
+        },
         store_errors: 10,
-        fleet_remaining_hits: 11,
     };
     assert_eq!(GlobalState::decode(&g.encode()), Some(g));
     assert_eq!(GlobalState::decode(&[0; 32]), None);

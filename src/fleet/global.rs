@@ -20,31 +20,15 @@ pub fn begin_report<S: Store + ?Sized>(
     now_ms: u64,
 ) -> Result<Option<u32>, StoreError> {
     let mut hits = None;
+    let stale_ms = cfg.timeout_ms.saturating_mul(STALE_REPORT_TIMEOUTS);
     update::<S, GlobalState>(store, KEY_GLOBAL, |current| {
-        hits = None;
         let mut s = current.copied().unwrap_or_default();
-        if s.in_flight > 0 {
-            if now_ms.saturating_sub(s.in_flight_since_ms)
-                < cfg.timeout_ms.saturating_mul(STALE_REPORT_TIMEOUTS)
-            {
-                return None;
-            }
-            s.unreported = s.unreported.saturating_add(s.in_flight);
-            s.in_flight = 0;
+        let begun = s.fleet.begin(cfg.micros_per_hit, stale_ms, now_ms);
+        if begun.took_back {
             s.store_errors += 1;
         }
-        let mut n = (s.unreported / cfg.micros_per_hit).min(u64::from(u32::MAX));
-        if now_ms < s.fleet_reset_at_ms && s.fleet_remaining_hits > 0 {
-            n = n.min(s.fleet_remaining_hits);
-        }
-        if n == 0 {
-            return (current.copied() != Some(s)).then_some(s);
-        }
-        s.in_flight = n * cfg.micros_per_hit;
-        s.unreported -= s.in_flight;
-        s.in_flight_since_ms = now_ms;
-        hits = u32::try_from(n).ok();
-        Some(s)
+        hits = u32::try_from(begun.hits).ok().filter(|&h| h > 0);
+        (current.copied() != Some(s)).then_some(s)
     })?;
     Ok(hits)
 }
@@ -62,18 +46,10 @@ pub fn finish_report<S: Store + ?Sized>(
         let mut s = current.copied().unwrap_or_default();
         match reply {
             Some(view) => {
-                // Counted by the store; or refused because it would pass the
-                // limit: then it is offered again, cut to what still fits, and
-                // dropped once nothing fits (spend past the fleet's limit
-                // cannot be recorded in the store; every breaker is open).
-                if view.over_limit && view.remaining_hits > 0 {
-                    s.unreported = s.unreported.saturating_add(s.in_flight);
-                }
-                s.in_flight = 0;
+                // Spend past the fleet's limit cannot be recorded in the
+                // store; every breaker is open then.
+                s.fleet.accept(&view, now_ms);
                 s.store_errors = 0;
-                s.fleet_spend = view.spend;
-                s.fleet_remaining_hits = view.remaining_hits;
-                s.fleet_reset_at_ms = now_ms.saturating_add(view.reset_in_ms);
                 if view.over_limit || s.fleet_spend_at(now_ms) >= global.budget {
                     let until = now_ms
                         .saturating_add(view.reset_in_ms)
@@ -82,8 +58,7 @@ pub fn finish_report<S: Store + ?Sized>(
                 }
             }
             None => {
-                s.unreported = s.unreported.saturating_add(s.in_flight);
-                s.in_flight = 0;
+                s.fleet.fail();
                 s.store_errors = s.store_errors.saturating_add(1);
             }
         }
@@ -120,7 +95,7 @@ mod tests {
         // The store is down: the spend goes back to unreported.
         finish_report(&store, &c.global, None, 40).unwrap();
         let s = read_global(&store).unwrap();
-        assert_eq!((s.unreported, s.in_flight, s.store_errors), (3_500, 0, 1));
+        assert_eq!((s.fleet.unreported, s.fleet.in_flight, s.store_errors), (3_500, 0, 1));
         // Next time all of it (3 whole hits) goes, the half hit stays.
         assert_eq!(begin_report(&store, &sc, 50).unwrap(), Some(3));
         let view = FleetView {
@@ -132,7 +107,7 @@ mod tests {
         finish_report(&store, &c.global, Some(view), 60).unwrap();
         let s = read_global(&store).unwrap();
         assert_eq!(
-            (s.unreported, s.in_flight, s.store_errors, s.fleet_spend),
+            (s.fleet.unreported, s.fleet.in_flight, s.store_errors, s.fleet.acknowledged),
             (500, 0, 0, 3_000)
         );
         assert_eq!(s.fleet_spend_at(60), 3_500);
@@ -170,7 +145,7 @@ mod tests {
         };
         let (s, tripped) = finish_report(&store, &c.global, Some(refused), 10).unwrap();
         assert!(tripped);
-        assert_eq!((s.unreported, s.in_flight), (300_000, 0));
+        assert_eq!((s.fleet.unreported, s.fleet.in_flight), (300_000, 0));
         // The next report offers exactly what still fits.
         assert_eq!(begin_report(&store, &sc, 20).unwrap(), Some(190));
         let full = FleetView {
@@ -180,7 +155,7 @@ mod tests {
             reset_in_ms: 59_000,
         };
         finish_report(&store, &c.global, Some(full), 30).unwrap();
-        assert_eq!(read_global(&store).unwrap().unreported, 110_000);
+        assert_eq!(read_global(&store).unwrap().fleet.unreported, 110_000);
         // Nothing fits any more: the rest is refused and dropped.
         assert_eq!(begin_report(&store, &sc, 40).unwrap(), Some(110));
         let over = FleetView {
@@ -191,7 +166,7 @@ mod tests {
         };
         finish_report(&store, &c.global, Some(over), 50).unwrap();
         let s = read_global(&store).unwrap();
-        assert_eq!((s.unreported, s.in_flight), (0, 0));
+        assert_eq!((s.fleet.unreported, s.fleet.in_flight), (0, 0));
     }
 
     #[test]

@@ -168,7 +168,9 @@ pub fn decode_reply(message: &[u8], cfg: &GlobalStoreConfig) -> Option<FleetView
 
 
 mod global;
+mod tally;
 pub use global::{begin_report, finish_report};
+pub use tally::{Begun, FleetTally};
 
 #[cfg(test)]
 mod tests {
