@@ -968,6 +968,7 @@ mod tests {
         AppliedRule {
             rule: 0,
             key: crate::budget::rules::RuleKey::new("key-daily", b"k"),
+            key_id: None,
             handle: None,
         }
     }

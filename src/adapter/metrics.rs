@@ -97,6 +97,8 @@ impl ModelMetrics {
 pub struct BudgetMetrics {
     pub spend: Counter,
     pub rejected: Counter,
+    /// Refusals due to the fleet's spend (`scope: fleet`).
+    pub fleet_refused: Counter,
     /// Keys holding a slot.
     pub keys: Direct,
     /// Reservations outstanding, made by this Envoy's VMs.
@@ -145,6 +147,7 @@ macro_rules! metrics {
                     for b in per_budget.values() {
                         b.spend.flush();
                         b.rejected.flush();
+                        b.fleet_refused.flush();
                     }
                 }
             }
@@ -173,6 +176,7 @@ metrics! {
         global_store_errors: "costguard.global_store.errors",
         catalog_errors: "costguard.pricing.catalog_errors",
         budget_capacity_exhausted: "costguard.budget.capacity_exhausted",
+        global_store_refused: "costguard.global_store.refused_micro_usd",
     }
     gauges {
         sessions_active: "costguard.sessions.active",
@@ -182,6 +186,7 @@ metrics! {
         global_store_healthy: "costguard.global_store.healthy",
         pricing_models: "costguard.pricing.models",
         catalog_age_s: "costguard.pricing.catalog_age_s",
+        global_store_pending: "costguard.global_store.pending_descriptors",
     }
     histograms {
         session_cost: "costguard.session_cost_micro_usd",
@@ -200,6 +205,7 @@ impl Metrics {
             BudgetMetrics {
                 spend: Counter::new(&name("spend_micro_usd")),
                 rejected: Counter::new(&name("rejected")),
+                fleet_refused: Counter::new(&name("fleet_refused")),
                 keys: Direct::new(MetricKind::Gauge, &name("keys")),
                 reserved: Direct::new(MetricKind::Gauge, &name("reserved_micro_usd")),
             }

@@ -8,6 +8,8 @@ use crate::budget;
 use crate::catalog::{self, sync as catalog_sync, CatalogReader};
 use crate::config::{Config, PriceCatalogConfig};
 use crate::fleet;
+use crate::fleet::key_reports::{self, PendingKey};
+use hashbrown::HashMap;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 use std::rc::Rc;
@@ -30,6 +32,9 @@ pub struct Root {
     shared: Option<Rc<Shared>>,
     /// When this VM last tried a fleet report.
     last_report_ms: u64,
+    /// When this VM last reported its fleet rules' keys, and the calls in flight.
+    last_key_round_ms: u64,
+    key_calls: HashMap<u32, Vec<PendingKey>>,
     /// The price catalog fetch this VM has in flight.
     catalog_call: Option<u32>,
 }
@@ -196,6 +201,81 @@ impl Root {
         }
     }
 
+    /// Fleet rules: reports this VM's keys with spend, batched into calls.
+    fn report_keys(&mut self, now: u64) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let Some(store) = &shared.config.global_store else {
+            return;
+        };
+        if now.saturating_sub(self.last_key_round_ms) < store.sync_interval_ms {
+            return;
+        }
+        self.last_key_round_ms = now;
+        let calls = match shared.vm.pending_keys.try_borrow_mut() {
+            Ok(mut pending) if !pending.is_empty() => {
+                key_reports::start_round(&SharedData, &shared.config, &mut pending, now)
+            }
+            _ => Vec::new(),
+        };
+        let path = format!("/{}/{}", fleet::SERVICE, fleet::METHOD);
+        for call in calls {
+            let sent = self.dispatch_http_call(
+                &store.rls_cluster,
+                vec![
+                    (":method", "POST"),
+                    (":path", &path),
+                    (":authority", &store.rls_cluster),
+                    ("content-type", "application/grpc"),
+                    ("te", "trailers"),
+                ],
+                Some(&call.body),
+                vec![],
+                std::time::Duration::from_millis(store.timeout_ms),
+            );
+            match sent {
+                Ok(token) => {
+                    self.key_calls.insert(token, call.keys);
+                }
+                Err(e) => {
+                    log::warn!(
+                        "fleet store: cannot call cluster {} ({e:?})",
+                        store.rls_cluster
+                    );
+                    self.key_call_done(&call.keys, None, now);
+                }
+            }
+        }
+        shared.vm.show_pending_keys();
+    }
+
+    /// Books a key report's reply (None: the call failed).
+    fn key_call_done(&self, keys: &[PendingKey], body: Option<&[u8]>, now: u64) {
+        let Some(shared) = &self.shared else { return };
+        let Ok(mut pending) = shared.vm.pending_keys.try_borrow_mut() else {
+            return;
+        };
+        let outcome =
+            key_reports::finish_call(&SharedData, &shared.config, keys, body, &mut pending, now);
+        drop(pending);
+        let m = &shared.vm.metrics;
+        if outcome.failed {
+            m.global_store_errors.inc();
+            m.global_store_healthy.record(0);
+        } else {
+            m.global_store_healthy.record(1);
+        }
+        for (rule, dropped) in &outcome.dropped {
+            m.global_store_refused.add(*dropped);
+            log::warn!(
+                "fleet store refused ${} of budget {rule:?} past its limit",
+                crate::money::format_usd(*dropped)
+            );
+        }
+        shared.vm.show_pending_keys();
+    }
+
     /// Books a report's outcome into the shared record and the breaker.
     fn fleet_outcome(&self, view: Option<fleet::FleetView>, now: u64) {
         let Some(shared) = &self.shared else { return };
@@ -217,6 +297,26 @@ impl Root {
     }
 }
 
+/// The body of a gRPC callout's response when it succeeded (HTTP 200 and
+/// `grpc-status: 0`); otherwise logged and None.
+fn grpc_ok(body_size: usize) -> Option<Vec<u8>> {
+    let headers = host::get_headers(Map::HttpCallResponseHeaders).unwrap_or_default();
+    let trailers = host::get_headers(Map::HttpCallResponseTrailers).unwrap_or_default();
+    let grpc_status = trailers
+        .get_str("grpc-status")
+        .or(headers.get_str("grpc-status"));
+    let ok = headers.get_str(":status") == Some("200") && grpc_status == Some("0");
+    if !ok {
+        log::warn!(
+            "fleet store: report failed (status {:?}, grpc-status {:?})",
+            headers.get_str(":status"),
+            grpc_status
+        );
+        return None;
+    }
+    host::get_buffer(Buffer::HttpCallResponseBody, 0, body_size).ok()
+}
+
 impl Context for Root {
     fn on_http_call_response(
         &mut self,
@@ -230,6 +330,10 @@ impl Context for Root {
             self.catalog_call = None;
             return self.catalog_response(body_size, now);
         }
+        if let Some(keys) = self.key_calls.remove(&token_id) {
+            let body = grpc_ok(body_size);
+            return self.key_call_done(&keys, body.as_deref(), now);
+        }
         let Some(store) = self
             .shared
             .as_ref()
@@ -237,28 +341,9 @@ impl Context for Root {
         else {
             return;
         };
-        let headers = host::get_headers(Map::HttpCallResponseHeaders).unwrap_or_default();
-        let trailers = host::get_headers(Map::HttpCallResponseTrailers).unwrap_or_default();
-        let grpc_status = trailers
-            .get_str("grpc-status")
-            .or(headers.get_str("grpc-status"));
-        let ok = headers.get_str(":status") == Some("200") && grpc_status == Some("0");
-        let view = if ok {
-            host::get_buffer(Buffer::HttpCallResponseBody, 0, body_size)
-                .ok()
-                .and_then(|body| {
-                    fleet::grpc_unframe(&body).and_then(|m| fleet::decode_reply(m, &store))
-                })
-        } else {
-            None
-        };
-        if view.is_none() {
-            log::warn!(
-                "fleet store: report failed (status {:?}, grpc-status {:?})",
-                headers.get_str(":status"),
-                grpc_status
-            );
-        }
+        let view = grpc_ok(body_size).and_then(|body| {
+            fleet::grpc_unframe(&body).and_then(|m| fleet::decode_reply(m, &store))
+        });
         self.fleet_outcome(view, now);
     }
 }
@@ -311,6 +396,7 @@ impl RootContext for Root {
             Err(e) => log::debug!("idle sweep: {e:?}"),
         }
         self.report_to_fleet(now);
+        self.report_keys(now);
         self.sync_catalog(now);
     }
 

@@ -14,6 +14,7 @@ use super::metrics::Metrics;
 use crate::budget::{GlobalState, GlobalView, Store};
 use crate::catalog::{self, sync as catalog_sync};
 use crate::config::{Config, PriceCatalogConfig};
+use crate::fleet::key_reports::PendingKeys;
 use crate::http::budgets::{self, AppliedRule};
 use crate::http::{self, Event, FilterState, HttpEnv};
 use crate::money::format_usd;
@@ -40,6 +41,10 @@ pub struct Vm {
     pub realtime_deadlines: RefCell<HashMap<u32, ResetDeadline>>,
     pub global_view: GlobalView,
     unknown_models: RefCell<UnknownModels>,
+    /// Fleet rules' keys this VM booked spend for, to report.
+    pub pending_keys: RefCell<PendingKeys>,
+    /// What this VM last added to the pending-descriptors gauge.
+    pending_shown: Cell<usize>,
 }
 
 thread_local! {
@@ -48,6 +53,8 @@ thread_local! {
         realtime_deadlines: RefCell::new(HashMap::new()),
         global_view: GlobalView::default(),
         unknown_models: RefCell::new(UnknownModels::default()),
+        pending_keys: RefCell::new(PendingKeys::default()),
+        pending_shown: Cell::new(0),
     });
 }
 
@@ -82,6 +89,20 @@ impl Vm {
             if let Err(e) = reset {
                 log::debug!("cannot reset stream {context_id}: status {}", e.0);
             }
+        }
+    }
+
+    /// Moves the process-wide pending-descriptors gauge by this VM's change.
+    pub fn show_pending_keys(&self) {
+        let Ok(pending) = self.pending_keys.try_borrow() else {
+            return;
+        };
+        let now = pending.len();
+        let before = self.pending_shown.replace(now);
+        let change =
+            i64::try_from(now).unwrap_or(i64::MAX) - i64::try_from(before).unwrap_or(i64::MAX);
+        if change != 0 {
+            self.metrics.global_store_pending.shift(change);
         }
     }
 
@@ -257,6 +278,23 @@ impl Shared {
                     from_rule_tag.and_then(|t| rules.iter().position(|r| r.tag == t))
                 {
                     self.on_rule(from, |b| b.keys.shift(-1));
+                }
+            }
+            Event::BudgetFleetRefused { rule } => self.on_rule(rule, |b| b.fleet_refused.inc()),
+            Event::BudgetFleetPending { rule, key, key_id } => {
+                let Some(r) = self.config.budgets.rules.get(rule) else {
+                    return;
+                };
+                let noted = self
+                    .vm
+                    .pending_keys
+                    .try_borrow_mut()
+                    .is_ok_and(|mut p| p.note(&r.name, &key, &key_id));
+                if !noted {
+                    log::debug!(
+                        "budget {:?}: too many keys to report; this one waits",
+                        r.name
+                    );
                 }
             }
             Event::BudgetCapacityExhausted { rule } => {

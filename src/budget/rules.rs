@@ -15,6 +15,7 @@
 use super::reservations::{Reservations, Ticket};
 use super::sessions::{home_slot, slot_fingerprint};
 use super::window::Window;
+use crate::fleet::FleetTally;
 use crate::money::Micros;
 use crate::store::{
     read_u64s, write_u64s, Record, Store, StoreError, CREATE_CAS, MAX_CAS_ATTEMPTS,
@@ -68,11 +69,16 @@ pub struct RuleSlot {
     pub window_start_ms: u64,
     pub committed: Micros,
     pub reservations: Reservations,
+    /// A rule with `scope: fleet`: the key's spend in the fleet store.
+    pub fleet: FleetTally,
+    /// The fleet store refused the key until then (`OVER_LIMIT`).
+    pub refused_until_ms: u64,
 }
 
 impl Record for RuleSlot {
     fn encode(&self) -> Vec<u8> {
         let [period, current, previous] = self.reservations.to_u64s();
+        let f = &self.fleet;
         write_u64s(
             &self.fingerprint,
             &[
@@ -82,19 +88,35 @@ impl Record for RuleSlot {
                 period,
                 current,
                 previous,
+                f.unreported,
+                f.in_flight,
+                f.in_flight_since_ms,
+                f.acknowledged,
+                f.reset_at_ms,
+                f.remaining_hits,
+                self.refused_until_ms,
             ],
         )
     }
     fn decode(bytes: &[u8]) -> Option<Self> {
         let fingerprint: [u8; 16] = bytes.get(..16)?.try_into().ok()?;
-        let [rule_tag, window_start_ms, committed, period, current, previous] =
-            read_u64s::<6>(bytes.get(16..)?)?;
+        let [rule_tag, window_start_ms, committed, period, current, previous, unreported, in_flight, in_flight_since_ms, acknowledged, reset_at_ms, remaining_hits, refused_until_ms] =
+            read_u64s::<13>(bytes.get(16..)?)?;
         Some(RuleSlot {
             fingerprint,
             rule_tag,
             window_start_ms,
             committed,
             reservations: Reservations::from_u64s([period, current, previous]),
+            fleet: FleetTally {
+                unreported,
+                in_flight,
+                in_flight_since_ms,
+                acknowledged,
+                reset_at_ms,
+                remaining_hits,
+            },
+            refused_until_ms,
         })
     }
 }
@@ -116,11 +138,18 @@ impl RuleSlot {
         self.reservations.total()
     }
 
-    /// Holds spend or reservations in the window containing `now`.
+    /// The key's spend: this Envoy's in the window, or, for a fleet rule,
+    /// the fleet's as this Envoy knows it, whichever is more.
+    pub fn spent(&self, now_ms: u64) -> Micros {
+        self.committed.max(self.fleet.spend_at(now_ms))
+    }
+
+    /// Holds spend or reservations in the window containing `now`, or spend
+    /// still to report to the fleet store.
     pub fn is_live(&self, window: Window, now_ms: u64) -> bool {
         self.fingerprint != [0; 16] && {
             let s = self.at(window, now_ms);
-            s.committed > 0 || s.reserved() > 0
+            s.committed > 0 || s.reserved() > 0 || s.fleet.is_pending()
         }
     }
 }
@@ -152,8 +181,13 @@ pub enum Reserve {
         remaining: Micros,
         claimed: Claimed,
     },
-    /// committed + reserved ≥ the limit.
-    Exhausted { committed: Micros, reserved: Micros },
+    /// spent + reserved ≥ the limit, or the fleet store refused the key
+    /// (`by_fleet`: this Envoy's own spend alone would have had room).
+    Exhausted {
+        committed: Micros,
+        reserved: Micros,
+        by_fleet: bool,
+    },
     /// Every slot the key may use holds another live key.
     Full,
 }
@@ -220,11 +254,13 @@ pub fn reserve<S: Store + ?Sized>(
             return Ok(Reserve::Full);
         };
         let (mut s, claimed) = take(found, key, window, now_ms);
-        let used = s.committed.saturating_add(s.reserved());
-        if used >= limit {
+        let used = s.spent(now_ms).saturating_add(s.reserved());
+        let refused = now_ms < s.refused_until_ms;
+        if used >= limit || refused {
             return Ok(Reserve::Exhausted {
-                committed: s.committed,
+                committed: s.spent(now_ms),
                 reserved: s.reserved(),
+                by_fleet: s.committed.saturating_add(s.reserved()) < limit,
             });
         }
         let remaining = limit - used;
@@ -269,12 +305,14 @@ pub struct Settled {
 
 /// Replaces a reservation by the true cost `actual` (0: released), once.
 /// The cost is booked in the window containing `now` (a call that began
-/// before a window ended is spend of the window it ends in).
+/// before a window ended is spend of the window it ends in); with `fleet`,
+/// it also waits to be reported to the fleet store.
 pub fn settle<S: Store + ?Sized>(
     store: &S,
     handle: &RuleHandle,
     window: Window,
     actual: Micros,
+    fleet: bool,
     slots: u32,
     now_ms: u64,
 ) -> Result<Settled, StoreError> {
@@ -298,14 +336,48 @@ pub fn settle<S: Store + ?Sized>(
             return Ok(nothing(false));
         }
         s.committed = s.committed.saturating_add(actual);
+        if fleet {
+            s.fleet.add(actual);
+        }
         match store.set(&rule_slot_key(slot), &s.encode(), cas) {
             Ok(()) => {
                 return Ok(Settled {
-                    committed: s.committed,
+                    committed: s.spent(now_ms),
                     lost: false,
                     claimed,
                 })
             }
+            Err(StoreError::CasMismatch) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Contended)
+}
+
+/// Changes the record of a key that holds a slot (a key without one is
+/// left alone): `change` returns false to write nothing. Returns the record
+/// as written, or as found when nothing was written; None without a slot.
+pub fn update_key<S: Store + ?Sized>(
+    store: &S,
+    key: &RuleKey,
+    window: Window,
+    slots: u32,
+    now_ms: u64,
+    mut change: impl FnMut(&mut RuleSlot) -> bool,
+) -> Result<Option<RuleSlot>, StoreError> {
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        let Some((slot, found, cas)) = locate(store, key, window, slots, now_ms)? else {
+            return Ok(None);
+        };
+        if found.fingerprint != key.fingerprint {
+            return Ok(None);
+        }
+        let mut s = found.at(window, now_ms);
+        if !change(&mut s) {
+            return Ok(Some(s));
+        }
+        match store.set(&rule_slot_key(slot), &s.encode(), cas) {
+            Ok(()) => return Ok(Some(s)),
             Err(StoreError::CasMismatch) => continue,
             Err(e) => return Err(e),
         }

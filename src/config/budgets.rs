@@ -36,6 +36,8 @@ pub struct BudgetRule {
     pub models: Vec<ModelPattern>,
     /// [`rule_tag`] of the name.
     pub tag: u64,
+    /// `scope: fleet`: also counted in the fleet store (`global_store`).
+    pub fleet: bool,
 }
 
 impl BudgetRule {
@@ -166,8 +168,12 @@ fn models(key: &str, v: &Value) -> Result<Vec<ModelPattern>, ConfigError> {
         .collect()
 }
 
-fn rule(key: &str, v: &Value) -> Result<BudgetRule, ConfigError> {
-    let s = Section::new(key, v, &["name", "key", "limit_usd", "window", "models"])?;
+fn rule(key: &str, v: &Value, has_fleet_store: bool) -> Result<BudgetRule, ConfigError> {
+    let s = Section::new(
+        key,
+        v,
+        &["name", "key", "limit_usd", "window", "models", "scope"],
+    )?;
     let name = match s.get("name") {
         Some(Value::String(n)) if is_rule_name(n) => n.clone(),
         _ => {
@@ -205,7 +211,20 @@ fn rule(key: &str, v: &Value) -> Result<BudgetRule, ConfigError> {
         None => Vec::new(),
         Some(v) => models(&s.key("models"), v)?,
     };
+    let fleet = match s.get("scope") {
+        None => false,
+        Some(Value::String(scope)) if scope == "local" => false,
+        Some(Value::String(scope)) if scope == "fleet" => true,
+        Some(_) => return Err(err(&s.key("scope"), "must be \"local\" or \"fleet\"")),
+    };
+    if fleet && !has_fleet_store {
+        return Err(err(
+            &s.key("scope"),
+            "\"fleet\" needs global_store (the rate-limit service that counts it)",
+        ));
+    }
     Ok(BudgetRule {
+        fleet,
         tag: rule_tag(&name),
         header_is_credential: CREDENTIAL_HEADERS.contains(&header.as_str()),
         name,
@@ -217,14 +236,14 @@ fn rule(key: &str, v: &Value) -> Result<BudgetRule, ConfigError> {
 }
 
 /// Reads `budgets`, `reservation` and `budgets_max_keys` from the root.
-pub(super) fn parse(root: &Section<'_>) -> Result<Budgets, ConfigError> {
+pub(super) fn parse(root: &Section<'_>, has_fleet_store: bool) -> Result<Budgets, ConfigError> {
     let mut budgets = Budgets::default();
     match root.get("budgets") {
         None | Some(Value::Null) => {}
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
                 let key = format!("budgets[{i}]");
-                let rule = rule(&key, item)?;
+                let rule = rule(&key, item, has_fleet_store)?;
                 if budgets.rules.iter().any(|r| r.name == rule.name) {
                     return Err(err(
                         &format!("{key}.name"),
@@ -295,6 +314,13 @@ mod tests {
         assert_eq!(b.reservation.mode, ReservationMode::Off);
         assert_eq!(b.reservation.default_output_tokens, 200);
         assert_eq!(b.max_keys, 50);
+        assert!(!b.rules[0].fleet);
+        let fleet = Config::parse(
+            br#"{"global_store":{"rls_cluster":"rls"},"budgets":[
+              {"name":"k","key":"header:x-api-key","limit_usd":1,"window":"day","scope":"fleet"}]}"#,
+        )
+        .unwrap();
+        assert!(fleet.budgets.rules[0].fleet);
         let d = Config::parse(b"{}").unwrap().budgets;
         assert!(d.rules.is_empty());
         assert_eq!(d.reservation.mode, ReservationMode::Estimate);
@@ -360,5 +386,7 @@ mod tests {
             "reservation.default_output_tokens"
         );
         assert_eq!(error_key(r#"{"budgets_max_keys":0}"#), "budgets_max_keys");
+        assert_eq!(error_key(&rule(r#","scope":"fleet""#)), "budgets[0].scope");
+        assert_eq!(error_key(&rule(r#","scope":"global""#)), "budgets[0].scope");
     }
 }

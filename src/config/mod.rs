@@ -63,6 +63,9 @@ pub struct GlobalStoreConfig {
     pub sync_interval_ms: u64,
     pub timeout_ms: u64,
     pub micros_per_hit: Micros,
+    /// Budget keys reported in one call (each descriptor with its own
+    /// `hits_addend`; 1 for services that read only the request's).
+    pub descriptors_per_call: u32,
 }
 
 /// `price_catalog`: where the live price catalog is fetched from.
@@ -426,6 +429,7 @@ impl Config {
                         "sync_interval_ms",
                         "timeout_ms",
                         "usd_per_hit",
+                        "descriptors_per_call",
                     ],
                 )?;
                 if gs.get("rls_cluster").is_none() {
@@ -441,6 +445,7 @@ impl Config {
                     sync_interval_ms: gs.positive_int("sync_interval_ms", 1000, 3_600_000)?,
                     timeout_ms: gs.positive_int("timeout_ms", 250, 60_000)?,
                     micros_per_hit,
+                    descriptors_per_call: gs.positive_int("descriptors_per_call", 1, 1000)? as u32,
                 })
             }
         };
@@ -471,7 +476,7 @@ impl Config {
             }
         };
 
-        let budgets = budgets::parse(&root)?;
+        let budgets = budgets::parse(&root, global_store.is_some())?;
 
         Ok(Config {
             budgets,

@@ -95,7 +95,10 @@ mod tests {
         // The store is down: the spend goes back to unreported.
         finish_report(&store, &c.global, None, 40).unwrap();
         let s = read_global(&store).unwrap();
-        assert_eq!((s.fleet.unreported, s.fleet.in_flight, s.store_errors), (3_500, 0, 1));
+        assert_eq!(
+            (s.fleet.unreported, s.fleet.in_flight, s.store_errors),
+            (3_500, 0, 1)
+        );
         // Next time all of it (3 whole hits) goes, the half hit stays.
         assert_eq!(begin_report(&store, &sc, 50).unwrap(), Some(3));
         let view = FleetView {
@@ -107,7 +110,12 @@ mod tests {
         finish_report(&store, &c.global, Some(view), 60).unwrap();
         let s = read_global(&store).unwrap();
         assert_eq!(
-            (s.fleet.unreported, s.fleet.in_flight, s.store_errors, s.fleet.acknowledged),
+            (
+                s.fleet.unreported,
+                s.fleet.in_flight,
+                s.store_errors,
+                s.fleet.acknowledged
+            ),
             (500, 0, 0, 3_000)
         );
         assert_eq!(s.fleet_spend_at(60), 3_500);

@@ -39,6 +39,16 @@ pub struct RateLimitRequest {
 pub struct RateLimitDescriptor {
     #[prost(message, repeated, tag = "1")]
     pub entries: Vec<DescriptorEntry>,
+    /// Overrides the request's `hits_addend` for this descriptor.
+    #[prost(message, optional, tag = "3")]
+    pub hits_addend: Option<UInt64Value>,
+}
+
+/// `google.protobuf.UInt64Value`.
+#[derive(Clone, PartialEq, Message)]
+pub struct UInt64Value {
+    #[prost(uint64, tag = "1")]
+    pub value: u64,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -106,6 +116,7 @@ pub fn encode_report(domain: &str, hits: u32) -> Vec<u8> {
                 key: DESCRIPTOR_KEY.to_string(),
                 value: DESCRIPTOR_VALUE.to_string(),
             }],
+            hits_addend: None,
         }],
         hits_addend: hits,
     }
@@ -145,7 +156,19 @@ pub struct FleetView {
 pub fn decode_reply(message: &[u8], cfg: &GlobalStoreConfig) -> Option<FleetView> {
     let reply = RateLimitResponse::decode(message).ok()?;
     let over_limit = reply.overall_code == Code::OverLimit as i32;
-    let status = reply.statuses.first();
+    Some(view_of(
+        reply.statuses.first(),
+        over_limit,
+        cfg.micros_per_hit,
+    ))
+}
+
+/// One descriptor's status, in µ$.
+fn view_of(
+    status: Option<&DescriptorStatus>,
+    over_limit: bool,
+    micros_per_hit: Micros,
+) -> FleetView {
     let limit = status
         .and_then(|s| s.current_limit.as_ref())
         .map_or(0, |l| u64::from(l.requests_per_unit));
@@ -156,18 +179,19 @@ pub fn decode_reply(message: &[u8], cfg: &GlobalStoreConfig) -> Option<FleetView
             u64::try_from(d.seconds).unwrap_or(0) * 1000
                 + u64::try_from(d.nanos).unwrap_or(0) / 1_000_000
         });
-    Some(FleetView {
+    FleetView {
         over_limit,
         spend: limit
             .saturating_sub(remaining)
-            .saturating_mul(cfg.micros_per_hit),
+            .saturating_mul(micros_per_hit),
         remaining_hits: remaining,
         reset_in_ms,
-    })
+    }
 }
 
-
 mod global;
+pub mod key_reports;
+pub mod keys;
 mod tally;
 pub use global::{begin_report, finish_report};
 pub use tally::{Begun, FleetTally};
@@ -237,5 +261,4 @@ mod tests {
         );
         assert_eq!(decode_reply(b"\xff\xff", &store_cfg), None);
     }
-
 }

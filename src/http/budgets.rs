@@ -23,6 +23,9 @@ pub struct AppliedRule {
     /// Index in the configuration's rules.
     pub rule: usize,
     pub key: RuleKey,
+    /// The key as the fleet store sees it (rules with `scope: fleet` only):
+    /// the header's value, or its hash for a credential.
+    pub key_id: Option<String>,
     /// The reservation made at admission (a check leaves an empty ticket).
     pub handle: Option<RuleHandle>,
 }
@@ -43,6 +46,9 @@ pub fn rule_keys(
         applied.push(AppliedRule {
             rule: i,
             key: RuleKey::new(&rule.name, &id),
+            key_id: rule
+                .fleet
+                .then(|| String::from_utf8_lossy(&id).into_owned()),
             handle: None,
         });
     }
@@ -143,11 +149,17 @@ pub fn admit(
             Ok(Reserve::Exhausted {
                 committed,
                 reserved,
-            }) => exhausted.push(Exhausted {
-                rule: a.rule,
-                committed,
-                reserved,
-            }),
+                by_fleet,
+            }) => {
+                if by_fleet {
+                    env.event(Event::BudgetFleetRefused { rule: a.rule });
+                }
+                exhausted.push(Exhausted {
+                    rule: a.rule,
+                    committed,
+                    reserved,
+                })
+            }
             Ok(Reserve::Full) => {
                 report_full(env, a.rule, full_reported);
                 if fail_mode == FailMode::Closed && no_capacity.is_none() {
@@ -197,7 +209,13 @@ pub fn settle(
     let slots = env.config().budgets.max_keys;
     let mut out = Vec::new();
     for a in applied.iter_mut() {
-        let Some(window) = env.config().budgets.rules.get(a.rule).map(|r| r.window) else {
+        let Some((window, fleet)) = env
+            .config()
+            .budgets
+            .rules
+            .get(a.rule)
+            .map(|r| (r.window, r.fleet))
+        else {
             continue;
         };
         let handle = a.handle.take().unwrap_or_else(|| RuleHandle {
@@ -210,7 +228,7 @@ pub fn settle(
                 change: -i64::try_from(handle.ticket.amount).unwrap_or(i64::MAX),
             });
         }
-        match rules::settle(env.store(), &handle, window, cost, slots, now_ms) {
+        match rules::settle(env.store(), &handle, window, cost, fleet, slots, now_ms) {
             Ok(settled) => {
                 report_claim(env, a.rule, settled.claimed);
                 if cost > 0 {
@@ -218,6 +236,13 @@ pub fn settle(
                         report_full(env, a.rule, full_reported);
                     }
                     env.event(Event::BudgetSpend { rule: a.rule, cost });
+                    if let (Some(key_id), false) = (&a.key_id, settled.lost) {
+                        env.event(Event::BudgetFleetPending {
+                            rule: a.rule,
+                            key: a.key.clone(),
+                            key_id: key_id.clone(),
+                        });
+                    }
                 }
                 out.push((a.rule, settled));
             }
@@ -283,6 +308,7 @@ pub fn first_exhausted(
         if let Ok(Reserve::Exhausted {
             committed,
             reserved,
+            ..
         }) = rules::reserve(
             env.store(),
             &a.key,

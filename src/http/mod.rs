@@ -117,6 +117,17 @@ pub enum Event {
     BudgetCapacityExhausted {
         rule: usize,
     },
+    /// A rule with `scope: fleet` refused a call that this Envoy's own
+    /// spend alone would have admitted.
+    BudgetFleetRefused {
+        rule: usize,
+    },
+    /// A fleet rule's key has spend to report to the fleet store.
+    BudgetFleetPending {
+        rule: usize,
+        key: crate::budget::rules::RuleKey,
+        key_id: String,
+    },
     /// The store failed; what was being done goes on without it.
     StoreFailed {
         doing: &'static str,

@@ -54,9 +54,11 @@ class Redis:
 
 
 class RateLimitService:
-    def __init__(self, redis_port, port=None):
+    def __init__(self, redis_port, port=None, extra=()):
+        """`extra`: more arguments, e.g. `--budget-limit` for budget rules' keys."""
         self.port = port or free_port()
         self.redis_port = redis_port
+        self.extra = list(extra)
         self.proc = None
         self.start()
 
@@ -64,7 +66,8 @@ class RateLimitService:
         hits = BUDGET_USD * 1_000_000 // MICROS_PER_HIT
         self.proc = subprocess.Popen(
             [str(RLS_BIN), "--port", str(self.port), "--redis", f"redis://127.0.0.1:{self.redis_port}",
-             "--limit", f"costguard:{hits}:3600"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             "--limit", f"costguard:{hits}:3600", *self.extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         line = self.proc.stdout.readline()
         assert "listening on" in line, line
 

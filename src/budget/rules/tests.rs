@@ -37,12 +37,13 @@ fn reservations_make_concurrent_calls_see_each_other() {
         reserve(&store, &key, DAY, 1_000_000, 300_000, 100, NOON).unwrap(),
         Reserve::Exhausted {
             committed: 0,
-            reserved: 1_200_000
+            reserved: 1_200_000,
+            by_fleet: false,
         }
     );
     // The true costs replace the reservations.
     for h in &handles {
-        settle(&store, h, DAY, 250_000, 100, NOON + 5).unwrap();
+        settle(&store, h, DAY, 250_000, false, 100, NOON + 5).unwrap();
     }
     let s = slot_of(&store, &key, 100);
     assert_eq!((s.committed, s.reserved()), (1_000_000, 0));
@@ -75,7 +76,7 @@ fn windows_reset_and_calls_book_where_they_end() {
     let before_midnight = NOON + 12 * 3_600_000 - 1_000;
     let (h, _) =
         reserved(reserve(&store, &key, DAY, 1_000_000, 400_000, 10, before_midnight).unwrap());
-    settle(&store, &h, DAY, 1_000_000, 10, before_midnight).unwrap();
+    settle(&store, &h, DAY, 1_000_000, false, 10, before_midnight).unwrap();
     assert!(matches!(
         reserve(&store, &key, DAY, 1_000_000, 0, 10, before_midnight).unwrap(),
         Reserve::Exhausted { .. }
@@ -98,7 +99,7 @@ fn windows_reset_and_calls_book_where_they_end() {
         reserved(reserve(&store, &key, DAY, 1_000_000, 0, 10, after_midnight).unwrap());
     // A new day: the spend is gone, the call still in flight is still reserved.
     assert_eq!(remaining, 1_000_000 - 50);
-    let settled = settle(&store, &late, DAY, 300, 10, after_midnight).unwrap();
+    let settled = settle(&store, &late, DAY, 300, false, 10, after_midnight).unwrap();
     assert_eq!(settled.committed, 300);
 }
 
@@ -129,7 +130,7 @@ fn a_late_settle_of_an_expired_reservation_leaves_newer_ones_alone() {
     let later = NOON + 2 * RESERVATION_PERIOD_MS;
     let (_new, _) = reserved(reserve(&store, &key, DAY, 10_000, 700, 10, later).unwrap());
     // The vanished call turns up after all: its cost is booked, the newer reservation stays.
-    settle(&store, &old, DAY, 400, 10, later + 1).unwrap();
+    settle(&store, &old, DAY, 400, false, 10, later + 1).unwrap();
     let (_, s, _) = locate(&store, &key, DAY, 10, later + 1).unwrap().unwrap();
     assert_eq!((s.committed, s.reserved()), (400, 700));
 }
@@ -144,7 +145,7 @@ fn a_full_table_refuses_new_keys_and_never_evicts_live_ones() {
     );
     for k in [&a, &b] {
         let (h, _) = reserved(reserve(&store, k, DAY, 1_000, 0, 2, NOON).unwrap());
-        settle(&store, &h, DAY, 10, 2, NOON).unwrap();
+        settle(&store, &h, DAY, 10, false, 2, NOON).unwrap();
     }
     assert_eq!(
         reserve(&store, &c, DAY, 1_000, 0, 2, NOON).unwrap(),
@@ -170,9 +171,18 @@ fn records_round_trip() {
         window_start_ms: 1,
         committed: 2,
         reservations: Reservations::from_u64s([3, 4, 5]),
+        fleet: FleetTally {
+            unreported: 6,
+            in_flight: 7,
+            in_flight_since_ms: 8,
+            acknowledged: 10,
+            reset_at_ms: 11,
+            remaining_hits: 12,
+        },
+        refused_until_ms: 13,
     };
     assert_eq!(RuleSlot::decode(&s.encode()), Some(s));
-    assert_eq!(RuleSlot::decode(&s.encode()[..63]), None);
+    assert_eq!(RuleSlot::decode(&s.encode()[..119]), None);
 }
 
 #[test]
@@ -181,7 +191,7 @@ fn a_slot_taken_over_names_the_rule_it_was_taken_from() {
     let a = RuleKey::new("daily", b"a");
     let b = RuleKey::new("burst", b"b");
     let (h, _) = reserved(reserve(&store, &a, DAY, 1_000, 0, 1, NOON).unwrap());
-    let s = settle(&store, &h, DAY, 10, 1, NOON).unwrap();
+    let s = settle(&store, &h, DAY, 10, false, 1, NOON).unwrap();
     assert_eq!(s.claimed, Claimed::FreeSlot);
     assert_eq!(
         reserve(&store, &b, DAY, 1_000, 1, 1, NOON).unwrap(),
@@ -268,7 +278,7 @@ proptest! {
                             prop_assert_eq!(remaining, limit - model_committed - model_reserved);
                             outstanding.push((key, handle, now));
                         }
-                        Reserve::Exhausted { committed: c, reserved: r } => {
+                        Reserve::Exhausted { committed: c, reserved: r, .. } => {
                             prop_assert!(model_committed + model_reserved >= limit);
                             prop_assert_eq!((c, r), (model_committed, model_reserved));
                         }
@@ -281,7 +291,7 @@ proptest! {
                     }
                     let (key, handle, _) = outstanding.remove(nth % outstanding.len());
                     let start = window.bounds(now).0;
-                    let settled = settle(&store, &handle, window, actual, 16, now).unwrap();
+                    let settled = settle(&store, &handle, window, actual, false, 16, now).unwrap();
                     if committed[key].0 != start {
                         committed[key] = (start, 0);
                     }

@@ -8,6 +8,13 @@
 //! would go over). The reply carries the limit, the remaining hits and the time
 //! until the counter resets, as Envoy's own ratelimit service does. Prints
 //! "listening on 127.0.0.1:PORT" once serving.
+//!
+//! `--budget-limit DOMAIN:RULE:MAX:SECONDS` (repeatable) adds a limit per key
+//! of a costguard budget rule: descriptors `costguard_budget = RULE`,
+//! `costguard_key = KEY` count in Limitador namespace `DOMAIN/budget/RULE`
+//! with the key as the limit's variable, by the descriptor's own
+//! `hits_addend` (else the request's). Every descriptor is answered on its
+//! own, in order, as envoyproxy/ratelimit does.
 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
     rate_limit::Unit, Code, DescriptorStatus, RateLimit,
@@ -17,7 +24,8 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use envoy_types::pb::google::protobuf::Duration as PbDuration;
-use limitador::limit::{Context, Limit};
+use limitador::limit::{Context, Expression, Limit};
+use std::collections::HashMap;
 use limitador::storage::redis::AsyncRedisStorage;
 use limitador::AsyncRateLimiter;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -39,13 +47,21 @@ fn unit_for(window: Duration) -> (Unit, u64) {
     }
 }
 
-#[tonic::async_trait]
-impl RateLimitService for Service {
-    async fn should_rate_limit(&self, request: Request<RateLimitRequest>) -> Result<Response<RateLimitResponse>, Status> {
-        let req = request.into_inner();
-        let delta = u64::from(req.hits_addend.max(1));
-        let namespace = req.domain.as_str().into();
-        let ctx = Context::default();
+/// A descriptor of a costguard budget key: (rule, key).
+fn budget_key(d: &envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor) -> Option<(&str, &str)> {
+    let get = |k: &str| d.entries.iter().find(|e| e.key == k).map(|e| e.value.as_str());
+    Some((get("costguard_budget")?, get("costguard_key")?))
+}
+
+impl Service {
+    /// Counts `delta` in `namespace` (with the key as the limits' variable);
+    /// the statuses of its counters and whether it was refused.
+    async fn count(&self, namespace: &str, key: Option<&str>, delta: u64) -> Result<(Code, Vec<DescriptorStatus>), Status> {
+        let namespace = namespace.into();
+        let mut ctx = Context::default();
+        if let Some(key) = key {
+            ctx.list_binding("descriptors".to_string(), vec![HashMap::from([("key".to_string(), key.to_string())])]);
+        }
         let result = self
             .limiter
             .check_rate_limited_and_update(&namespace, &ctx, delta)
@@ -73,7 +89,37 @@ impl RateLimitService for Service {
                 }
             })
             .collect();
-        Ok(Response::new(RateLimitResponse { overall_code: code as i32, statuses, ..Default::default() }))
+        Ok((code, statuses))
+    }
+}
+
+#[tonic::async_trait]
+impl RateLimitService for Service {
+    async fn should_rate_limit(&self, request: Request<RateLimitRequest>) -> Result<Response<RateLimitResponse>, Status> {
+        let req = request.into_inner();
+        let request_delta = u64::from(req.hits_addend.max(1));
+        if !req.descriptors.iter().any(|d| budget_key(d).is_some()) {
+            // The global window: one condition-less limit per domain.
+            let (code, statuses) = self.count(&req.domain, None, request_delta).await?;
+            return Ok(Response::new(RateLimitResponse { overall_code: code as i32, statuses, ..Default::default() }));
+        }
+        let mut overall = Code::Ok;
+        let mut statuses = Vec::new();
+        for d in &req.descriptors {
+            let Some((rule, key)) = budget_key(d) else {
+                statuses.push(DescriptorStatus { code: Code::Ok as i32, ..Default::default() });
+                continue;
+            };
+            let delta = d.hits_addend.as_ref().map_or(request_delta, |h| h.value.max(1));
+            let (code, mut counted) = self.count(&format!("{}/budget/{rule}", req.domain), Some(key), delta).await?;
+            if code == Code::OverLimit {
+                overall = Code::OverLimit;
+            }
+            let mut status = counted.pop().unwrap_or_default();
+            status.code = code as i32;
+            statuses.push(status);
+        }
+        Ok(Response::new(RateLimitResponse { overall_code: overall as i32, statuses, ..Default::default() }))
     }
 }
 
@@ -92,6 +138,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let parts: Vec<&str> = spec.split(':').collect();
                 let [ns, max, secs] = parts[..] else { return Err("--limit NAMESPACE:MAX:SECONDS".into()) };
                 limits.push(Limit::new(ns, max.parse()?, secs.parse()?, [], []));
+            }
+            "--budget-limit" => {
+                let spec = args.next().ok_or("--budget-limit DOMAIN:RULE:MAX:SECONDS")?;
+                let parts: Vec<&str> = spec.split(':').collect();
+                let [domain, rule, max, secs] = parts[..] else {
+                    return Err("--budget-limit DOMAIN:RULE:MAX:SECONDS".into());
+                };
+                let key = Expression::parse("descriptors[0].key").map_err(|e| format!("{e:?}"))?;
+                limits.push(Limit::new(format!("{domain}/budget/{rule}").as_str(), max.parse()?, secs.parse()?, [], [key]));
             }
             other => return Err(format!("unknown argument {other}").into()),
         }
@@ -132,6 +187,23 @@ mod tests {
         assert_eq!(req.hits_addend, 4_321);
         let entry = &req.descriptors[0].entries[0];
         assert_eq!((entry.key.as_str(), entry.value.as_str()), ("costguard_global", "spend"));
+    }
+
+    #[test]
+    fn costguard_key_reports_decode_as_the_real_request() {
+        use costguard::fleet::keys::{encode_key_reports, KeyReport};
+        let bytes = encode_key_reports(
+            "costguard",
+            &[
+                KeyReport { rule: "key-daily", key_id: "h:00ff", hits: 12 },
+                KeyReport { rule: "burst", key_id: "u", hits: 3 },
+            ],
+        );
+        let req = RateLimitRequest::decode(bytes.as_slice()).unwrap();
+        assert_eq!(req.descriptors.len(), 2);
+        assert_eq!(budget_key(&req.descriptors[0]), Some(("key-daily", "h:00ff")));
+        assert_eq!(req.descriptors[0].hits_addend.as_ref().map(|h| h.value), Some(12));
+        assert_eq!(req.descriptors[1].hits_addend.as_ref().map(|h| h.value), Some(3));
     }
 
     #[test]
