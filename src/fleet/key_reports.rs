@@ -116,8 +116,11 @@ pub fn start_round<S: Store + ?Sized>(
             stale_ms,
             now_ms,
         ) {
-            Ok(0) => {}
-            Ok(hits) => batch.push((p.clone(), hits)),
+            Ok(b) if b.hits > 0 => batch.push((p.clone(), b.hits)),
+            // In flight: its reply decides. Otherwise below one hit: the rest
+            // waits in the key's record for its next booking.
+            Ok(b) if !b.in_flight => gone.push(*fingerprint),
+            Ok(_) => {}
             Err(e) => log::debug!("fleet key report: {e:?}"),
         }
     }
@@ -183,6 +186,7 @@ pub fn finish_call<S: Store + ?Sized>(
             &p.key,
             rule.window,
             config.budgets.max_keys,
+            micros_per_hit,
             view,
             now_ms,
         ) {
@@ -316,7 +320,10 @@ mod tests {
             );
             assert!(!out.failed);
         }
-        assert_eq!(pending.len(), 1, "only the key below one hit is left");
+        assert!(
+            pending.is_empty(),
+            "the key below one hit waits in its record, not here"
+        );
     }
 
     #[test]

@@ -74,8 +74,17 @@ pub fn decode_key_replies(
     )
 }
 
+/// A key's report, begun.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyBegun {
+    /// Hits to send now (0: none).
+    pub hits: u64,
+    /// A report of the key is (still) in flight.
+    pub in_flight: bool,
+}
+
 /// Starts a key's report: the whole hits of its unreported spend move to
-/// in flight. Returns the hits (0: nothing to report now).
+/// in flight.
 pub fn begin_key_report<S: Store + ?Sized>(
     store: &S,
     key: &RuleKey,
@@ -84,13 +93,16 @@ pub fn begin_key_report<S: Store + ?Sized>(
     micros_per_hit: Micros,
     stale_ms: u64,
     now_ms: u64,
-) -> Result<u64, StoreError> {
+) -> Result<KeyBegun, StoreError> {
     let mut hits = 0;
-    update_key(store, key, window, slots, now_ms, |s| {
+    let after = update_key(store, key, window, slots, now_ms, |s| {
         hits = s.fleet.begin(micros_per_hit, stale_ms, now_ms).hits;
         hits > 0
     })?;
-    Ok(hits)
+    Ok(KeyBegun {
+        hits,
+        in_flight: after.is_some_and(|s| s.fleet.in_flight > 0),
+    })
 }
 
 /// What a key's report came to.
@@ -100,16 +112,19 @@ pub struct KeyReported {
     pub dropped: Micros,
     /// The store refused the key (`OVER_LIMIT`).
     pub refused: bool,
-    /// Spend is still to report (a failure, or a part below one hit).
+    /// Spend is still to report: a failure, or a whole hit booked meanwhile
+    /// (a part below one hit waits in the key's record for its next booking).
     pub pending: bool,
 }
 
 /// Books a key's report: the store's reply for it, or None for a failure.
+#[allow(clippy::too_many_arguments)]
 pub fn finish_key_report<S: Store + ?Sized>(
     store: &S,
     key: &RuleKey,
     window: Window,
     slots: u32,
+    micros_per_hit: Micros,
     reply: Option<&FleetView>,
     now_ms: u64,
 ) -> Result<KeyReported, StoreError> {
@@ -128,7 +143,8 @@ pub fn finish_key_report<S: Store + ?Sized>(
         }
         true
     })?;
-    out.pending = after.is_some_and(|s| s.fleet.is_pending());
+    out.pending =
+        after.is_some_and(|s| s.fleet.in_flight > 0 || s.fleet.unreported >= micros_per_hit);
     Ok(out)
 }
 
@@ -225,11 +241,15 @@ mod tests {
         settle(&store, &handle, DAY, 250_500, true, 10, NOON).unwrap();
         // 250 whole hits of $0.001; the rest waits.
         assert_eq!(
-            begin_key_report(&store, &key, DAY, 10, 1_000, 1_000, NOON).unwrap(),
+            begin_key_report(&store, &key, DAY, 10, 1_000, 1_000, NOON)
+                .unwrap()
+                .hits,
             250
         );
         assert_eq!(
-            begin_key_report(&store, &key, DAY, 10, 1_000, 1_000, NOON).unwrap(),
+            begin_key_report(&store, &key, DAY, 10, 1_000, 1_000, NOON)
+                .unwrap()
+                .hits,
             0
         );
         // The fleet (other Envoys too) has $0.90 of $1 for the key.
@@ -239,13 +259,14 @@ mod tests {
             remaining_hits: 100,
             reset_in_ms: 60_000,
         };
-        let r = finish_key_report(&store, &key, DAY, 10, Some(&view), NOON + 1).unwrap();
+        let r = finish_key_report(&store, &key, DAY, 10, 1_000, Some(&view), NOON + 1).unwrap();
+        // $0.0005 left, below one hit: it waits in the record for the key's next booking.
         assert_eq!(
             r,
             KeyReported {
                 dropped: 0,
                 refused: false,
-                pending: true
+                pending: false
             }
         );
         // Local spend alone ($0.2505) has room; the fleet's ($0.9005) plus a $0.0995
@@ -276,7 +297,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            begin_key_report(&store, &other, DAY, 10, 1_000, 1_000, NOON).unwrap(),
+            begin_key_report(&store, &other, DAY, 10, 1_000, 1_000, NOON)
+                .unwrap()
+                .hits,
             5
         );
         let over = FleetView {
@@ -285,7 +308,7 @@ mod tests {
             remaining_hits: 0,
             reset_in_ms: 30_000,
         };
-        let r = finish_key_report(&store, &other, DAY, 10, Some(&over), NOON + 10).unwrap();
+        let r = finish_key_report(&store, &other, DAY, 10, 1_000, Some(&over), NOON + 10).unwrap();
         assert_eq!(
             r,
             KeyReported {
@@ -318,13 +341,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            begin_key_report(&store, &third, DAY, 10, 1_000, 1_000, NOON).unwrap(),
+            begin_key_report(&store, &third, DAY, 10, 1_000, 1_000, NOON)
+                .unwrap()
+                .hits,
             3
         );
-        let r = finish_key_report(&store, &third, DAY, 10, None, NOON + 1).unwrap();
+        let r = finish_key_report(&store, &third, DAY, 10, 1_000, None, NOON + 1).unwrap();
         assert!(r.pending);
         assert_eq!(
-            begin_key_report(&store, &third, DAY, 10, 1_000, 1_000, NOON + 2).unwrap(),
+            begin_key_report(&store, &third, DAY, 10, 1_000, 1_000, NOON + 2)
+                .unwrap()
+                .hits,
             3
         );
     }
