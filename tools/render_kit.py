@@ -18,6 +18,22 @@ def docker_config():
     return envoyconf.dump(cfg, HEADER)
 
 
+def docker_fleet_config():
+    """The Compose Envoy with its spend counted in the rate-limit service
+    (profile `fleet`): the global window and a fleet-wide budget rule."""
+    shipped = envoyconf.render()
+    plugin = json.loads(envoyconf._wasm_filter(shipped)["typed_config"]["config"]["configuration"]["value"])
+    plugin["global_store"] = {"rls_cluster": "rls", "domain": "costguard", "sync_interval_ms": 1000,
+                              "timeout_ms": 250, "usd_per_hit": 0.00001, "descriptors_per_call": 100}
+    for rule in plugin.get("budgets", []):
+        rule["scope"] = "fleet"
+    cfg = envoyconf.render(address="0.0.0.0", upstream="http://sim:8080", wasm="/etc/envoy/costguard.wasm",
+                           plugin_config=json.dumps(plugin, indent=2) + "\n", rls="ratelimit:8081")
+    header = (HEADER + "\n# docker compose --profile fleet: the global window and the budget rules counted in"
+              "\n# envoyproxy/ratelimit on Redis (envoy/docker/ratelimit/config.yaml), shared by every replica.")
+    return envoyconf.dump(cfg, header)
+
+
 def kubernetes_configmap():
     cfg = envoyconf.render(address="0.0.0.0", upstream="https://api.openai.com", wasm="/wasm/costguard.wasm")
     configmap = {
@@ -47,6 +63,7 @@ def price_catalog_config():
 FILES = {
     ROOT / "envoy" / "envoy-price-catalog.yaml": price_catalog_config,
     ROOT / "envoy" / "docker" / "envoy.yaml": docker_config,
+    ROOT / "envoy" / "docker" / "envoy-fleet.yaml": docker_fleet_config,
     ROOT / "envoy" / "kubernetes" / "envoy" / "configmap.yaml": kubernetes_configmap,
 }
 

@@ -54,19 +54,20 @@ class Redis:
 
 
 class RateLimitService:
-    def __init__(self, redis_port, port=None, extra=()):
-        """`extra`: more arguments, e.g. `--budget-limit` for budget rules' keys."""
+    def __init__(self, redis_port, port=None, extra=(), global_hits=None):
+        """`extra`: more arguments, e.g. `--budget-limit` for budget rules' keys;
+        `global_hits`: the global window's limit (default: BUDGET_USD)."""
         self.port = port or free_port()
         self.redis_port = redis_port
         self.extra = list(extra)
+        self.global_hits = global_hits or BUDGET_USD * 1_000_000 // MICROS_PER_HIT
         self.proc = None
         self.start()
 
     def start(self):
-        hits = BUDGET_USD * 1_000_000 // MICROS_PER_HIT
         self.proc = subprocess.Popen(
             [str(RLS_BIN), "--port", str(self.port), "--redis", f"redis://127.0.0.1:{self.redis_port}",
-             "--limit", f"costguard:{hits}:3600", *self.extra],
+             "--limit", f"costguard:{self.global_hits}:3600", *self.extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         line = self.proc.stdout.readline()
         assert "listening on" in line, line

@@ -31,7 +31,8 @@ class Fleet:
     def __init__(self, sim):
         self.sim = sim
         self.redis = Redis()
-        self.rls = RateLimitService(self.redis.port,
+        # The global window far above what the tests spend: only the rule limits.
+        self.rls = RateLimitService(self.redis.port, global_hits=10**9,
                                     extra=["--budget-limit", f"costguard:key-daily:{LIMIT_HITS}:86400"])
         self.envoys = []
         for _ in range(2):
@@ -68,6 +69,12 @@ def call(envoy, key, cents=1):
                 headers={"x-api-key": key}, body=body)
 
 
+def accounted(fleet, envoys):
+    """Spend the service counted for budget keys, or refused past a limit (µ$)."""
+    refused = sum(e.stat("costguard.global_store.refused_micro_usd") for e in envoys)
+    return fleet.key_hits() * MICROS_PER_HIT + refused
+
+
 def reported(envoy):
     """The Envoy has no budget key left to report."""
     return envoy.stat("costguard.global_store.pending_descriptors") == 0
@@ -81,7 +88,8 @@ def test_a_key_spread_over_two_envoys_is_refused_on_both_at_the_fleet_limit(flee
         r = call(e, "alice")
         if r.status_code == 200:
             admitted += 1
-            wait_until(lambda: reported(e), what="the call's report")
+            # Each call's spend reaches the service (or is refused there) before the next.
+            wait_until(lambda: accounted(fleet, (a, b)) == admitted * 10_000, what="the call's report")
         else:
             assert r.status_code == 429 and r.json()["error"]["code"] == "budget_exceeded"
     # $0.05 of $0.01 calls: the fleet admits 5, plus at most one per Envoy it

@@ -56,6 +56,7 @@ def test_shipped_envoy_configs_validate_and_embed_valid_costguard_configs(tmp_pa
         "envoy.yaml": (KIT / "envoy.yaml").read_text(),
         "envoy-price-catalog.yaml": (KIT / "envoy-price-catalog.yaml").read_text(),
         "docker.yaml": (KIT / "docker" / "envoy.yaml").read_text(),
+        "docker-fleet.yaml": (KIT / "docker" / "envoy-fleet.yaml").read_text(),
         "configmap.yaml": configmap["data"]["envoy.yaml"],
     }
     for name, text in configs.items():
@@ -89,7 +90,17 @@ def test_filter_snippet_matches_the_full_config():
 def test_docker_compose_file(tmp_path):
     compose = yaml.safe_load((KIT / "docker-compose.yaml").read_text())
     services = compose["services"]
-    assert set(services) == {"envoy", "sim", "prometheus", "grafana"}
+    assert set(services) == {"envoy", "sim", "prometheus", "grafana", "envoy-fleet", "ratelimit", "redis"}
+    # The fleet services are an optional profile: a plain `up` starts only the others.
+    assert {n for n, s in services.items() if "profiles" in s} == {"envoy-fleet", "ratelimit", "redis"}
+    # The rate-limit service knows every descriptor the fleet Envoy reports.
+    rl = yaml.safe_load((KIT / "docker" / "ratelimit" / "config.yaml").read_text())
+    fleet_cfg = yaml.safe_load((KIT / "docker" / "envoy-fleet.yaml").read_text())
+    plugin = json.loads(wasm_filter_config(fleet_cfg)["typed_config"]["config"]["configuration"]["value"])
+    assert rl["domain"] == plugin["global_store"]["domain"]
+    budget_values = {d.get("value") for d in rl["descriptors"] if d["key"] == "costguard_budget"}
+    assert {r["name"] for r in plugin["budgets"] if r.get("scope") == "fleet"} <= budget_values
+    assert any(c["name"] == plugin["global_store"]["rls_cluster"] for c in fleet_cfg["static_resources"]["clusters"])
     assert services["envoy"]["image"].startswith("envoyproxy/envoy:v1.40")
     mounts = {}
     for svc in services.values():
