@@ -281,6 +281,19 @@ impl Shared {
                 }
             }
             Event::BudgetFleetRefused { rule } => self.on_rule(rule, |b| b.fleet_refused.inc()),
+            Event::SessionFleetPending(handle) => {
+                let noted = self
+                    .vm
+                    .pending_keys
+                    .try_borrow_mut()
+                    .is_ok_and(|mut p| p.note_session(&handle));
+                if !noted {
+                    log::debug!(
+                        "too many keys to report; session {} waits",
+                        handle.key.display_id
+                    );
+                }
+            }
             Event::BudgetFleetPending { rule, key, key_id } => {
                 let Some(r) = self.config.budgets.rules.get(rule) else {
                     return;

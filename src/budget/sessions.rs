@@ -2,6 +2,7 @@
 
 use super::reservations::{Reservations, Ticket};
 use crate::config::SessionConfig;
+use crate::fleet::FleetTally;
 use crate::money::Micros;
 use crate::store::{
     read_u64s, update, write_u64s, Record, Store, StoreError, CREATE_CAS, MAX_CAS_ATTEMPTS,
@@ -120,11 +121,16 @@ pub struct SessionSlot {
     pub flags: u64,
     /// Estimates of the session's calls in flight.
     pub reservations: Reservations,
+    /// `session.scope: fleet`: the session's spend in the fleet store.
+    pub fleet: FleetTally,
+    /// The fleet store refused the session until then (`OVER_LIMIT`).
+    pub refused_until_ms: u64,
 }
 
 impl Record for SessionSlot {
     fn encode(&self) -> Vec<u8> {
         let [period, current, previous] = self.reservations.to_u64s();
+        let f = &self.fleet;
         write_u64s(
             &self.fingerprint,
             &[
@@ -134,16 +140,27 @@ impl Record for SessionSlot {
                 period,
                 current,
                 previous,
+                f.unreported,
+                f.in_flight,
+                f.in_flight_since_ms,
+                f.acknowledged,
+                f.reset_at_ms,
+                f.remaining_hits,
+                self.refused_until_ms,
             ],
         )
     }
     fn decode(bytes: &[u8]) -> Option<Self> {
         let (fp, rest) = bytes.split_at_checked(16)?;
-        // Records written before reservations existed have three values.
-        let [spend, last_seen_ms, flags, period, current, previous] = match read_u64s::<3>(rest) {
-            Some([spend, last_seen, flags]) => [spend, last_seen, flags, 0, 0, 0],
-            None => read_u64s::<6>(rest)?,
-        };
+        // Records written before reservations and fleet sessions existed
+        // have three values: their other fields start at zero.
+        let mut v = [0u64; 13];
+        match rest.len() / 8 {
+            3 => v[..3].copy_from_slice(&read_u64s::<3>(rest)?),
+            _ => v = read_u64s::<13>(rest)?,
+        }
+        let [spend, last_seen_ms, flags, period, current, previous, unreported, in_flight, in_flight_since_ms, acknowledged, reset_at_ms, remaining_hits, refused_until_ms] =
+            v;
         let mut fingerprint = [0u8; 16];
         fingerprint.copy_from_slice(fp);
         Some(SessionSlot {
@@ -152,6 +169,15 @@ impl Record for SessionSlot {
             last_seen_ms,
             flags,
             reservations: Reservations::from_u64s([period, current, previous]),
+            fleet: FleetTally {
+                unreported,
+                in_flight,
+                in_flight_since_ms,
+                acknowledged,
+                reset_at_ms,
+                remaining_hits,
+            },
+            refused_until_ms,
         })
     }
 }
@@ -167,12 +193,19 @@ impl SessionSlot {
     pub fn is_over(&self, cfg: &SessionConfig) -> bool {
         self.flags & FLAG_OVER != 0 || cfg.reaches_budget(self.spend)
     }
-    /// Over budget once the calls in flight are counted too: no room for
-    /// another call.
+    /// The session's spend: this Envoy's, or, for a fleet session, the
+    /// fleet's as this Envoy knows it, whichever is more.
+    pub fn spent(&self, now_ms: u64) -> Micros {
+        self.spend.max(self.fleet.spend_at(now_ms))
+    }
+
+    /// Over budget once the calls in flight are counted too (or refused by
+    /// the fleet store): no room for another call.
     pub fn has_no_room(&self, cfg: &SessionConfig, now_ms: u64) -> bool {
         self.is_over(cfg)
+            || now_ms < self.refused_until_ms
             || cfg.reaches_budget(
-                self.spend
+                self.spent(now_ms)
                     .saturating_add(self.reservations.at(now_ms).total()),
             )
     }
@@ -356,7 +389,7 @@ pub fn add_session_spend<S: Store + ?Sized>(
     cost: Micros,
     now_ms: u64,
 ) -> Result<SessionAdd, StoreError> {
-    settle_session(store, handle, Ticket::default(), cost, now_ms)
+    settle_session(store, handle, Ticket::default(), cost, false, now_ms)
 }
 
 /// A reservation asked of a session.
@@ -398,19 +431,40 @@ pub fn reserve_session<S: Store + ?Sized>(
     Ok(outcome)
 }
 
-/// Replaces a call's reservation by its true cost (0: released).
+/// Replaces a call's reservation by its true cost (0: released); with
+/// `fleet`, the cost also waits to be reported to the fleet store.
 pub fn settle_session<S: Store + ?Sized>(
     store: &S,
     handle: &SessionHandle,
     ticket: Ticket,
     cost: Micros,
+    fleet: bool,
     now_ms: u64,
 ) -> Result<SessionAdd, StoreError> {
     modify_session(store, handle, now_ms, |s| {
         s.reservations = s.reservations.at(now_ms);
         s.reservations.release(ticket);
         s.spend = s.spend.saturating_add(cost);
+        if fleet {
+            s.fleet.add(cost);
+        }
     })
+}
+
+/// Changes a session's record in place (`change` returns false to write
+/// nothing). None when the slot holds another session now.
+pub fn update_session_slot<S: Store + ?Sized>(
+    store: &S,
+    handle: &SessionHandle,
+    mut change: impl FnMut(&mut SessionSlot) -> bool,
+) -> Result<Option<SessionSlot>, StoreError> {
+    let mut mine = false;
+    let (before, after) = update::<S, SessionSlot>(store, &slot_key(handle.slot), |current| {
+        let mut next = current.copied().unwrap_or_default();
+        mine = next.fingerprint == handle.key.fingerprint;
+        (mine && change(&mut next)).then_some(next)
+    })?;
+    Ok(mine.then(|| after.or(before).unwrap_or_default()))
 }
 
 /// `fail_mode: closed`: the session is treated as over budget from now on.
@@ -452,7 +506,8 @@ pub fn sweep_idle<S: Store + ?Sized>(
         update::<S, SessionSlot>(store, &slot_key(slot), |current| {
             freed = false;
             let s = current?;
-            if s.is_free() || s.is_live(cfg, now_ms) {
+            // Spend still to report to the fleet store keeps a session.
+            if s.is_free() || s.is_live(cfg, now_ms) || s.fleet.is_pending() {
                 return None;
             }
             freed = true;

@@ -253,12 +253,23 @@ fn records_round_trip_and_reject_other_layouts() {
         last_seen_ms: 10,
         flags: FLAG_OVER,
         reservations: crate::budget::reservations::Reservations::from_u64s([1, 2, 3]),
+        fleet: crate::fleet::FleetTally {
+            unreported: 4,
+            in_flight: 5,
+            in_flight_since_ms: 6,
+            acknowledged: 7,
+            reset_at_ms: 8,
+            remaining_hits: 9,
+        },
+        refused_until_ms: 10,
     };
     assert_eq!(SessionSlot::decode(&s.encode()), Some(s));
     assert_eq!(SessionSlot::decode(&[0; 39]), None);
     // A record written before reservations existed still reads.
     let old = SessionSlot {
         reservations: Default::default(),
+        fleet: Default::default(),
+        refused_until_ms: 0,
         ..s
     };
     assert_eq!(SessionSlot::decode(&old.encode()[..40]), Some(old));
@@ -299,10 +310,83 @@ fn session_reservations_count_until_settled() {
     assert!(again.state.has_no_room(&c.session, 3));
     assert!(!again.state.is_over(&c.session));
     for t in &tickets {
-        settle_session(&store, &open.handle, *t, 100_000, 4).unwrap();
+        settle_session(&store, &open.handle, *t, 100_000, false, 4).unwrap();
     }
     let after = open_session(&store, &c.session, &key, 5).unwrap();
     assert_eq!(after.state.spend, 400_000);
     assert_eq!(after.state.reservations.at(5).total(), 0);
     assert!(!after.state.has_no_room(&c.session, 5));
+}
+
+#[test]
+fn a_fleet_session_counts_the_fleets_spend_and_a_refusal() {
+    use crate::fleet::keys::{begin_session_report, finish_session_report};
+    use crate::fleet::FleetView;
+    let store = MemStore::default();
+    let c = Config::parse(
+        br#"{"session":{"budget_usd":5,"scope":"fleet"},"global_store":{"rls_cluster":"rls","usd_per_hit":0.001}}"#,
+    )
+    .unwrap();
+    assert!(c.session.fleet);
+    let key = SessionKey::from_header(b"s", false).unwrap();
+    let open = open_session(&store, &c.session, &key, 0).unwrap();
+    settle_session(&store, &open.handle, Default::default(), 1_000_000, true, 1).unwrap();
+    assert_eq!(
+        begin_session_report(&store, &open.handle, 1_000, 1_000, 2)
+            .unwrap()
+            .hits,
+        1_000
+    );
+    // The other Envoys spent $3.50 of the session meanwhile: $4.50 known, with $0.60 more reserved, no room.
+    let view = FleetView {
+        over_limit: false,
+        spend: 4_500_000,
+        remaining_hits: 500,
+        reset_in_ms: 60_000,
+    };
+    finish_session_report(&store, &open.handle, 1_000, Some(&view), 3).unwrap();
+    let s = open_session(&store, &c.session, &key, 4).unwrap().state;
+    assert_eq!((s.spend, s.spent(4)), (1_000_000, 4_500_000));
+    assert!(!s.has_no_room(&c.session, 4));
+    assert!(matches!(
+        reserve_session(&store, &c.session, &open.handle, 600_000, 5).unwrap(),
+        SessionReserve::Reserved(_)
+    ));
+    assert!(open_session(&store, &c.session, &key, 6)
+        .unwrap()
+        .state
+        .has_no_room(&c.session, 6));
+    // OVER_LIMIT: refused until the service's window resets.
+    let other = SessionKey::from_header(b"t", false).unwrap();
+    let o = open_session(&store, &c.session, &other, 0).unwrap();
+    settle_session(&store, &o.handle, Default::default(), 2_000, true, 1).unwrap();
+    begin_session_report(&store, &o.handle, 1_000, 1_000, 2).unwrap();
+    let over = FleetView {
+        over_limit: true,
+        spend: 5_000_000,
+        remaining_hits: 0,
+        reset_in_ms: 1_000,
+    };
+    let r = finish_session_report(&store, &o.handle, 1_000, Some(&over), 3).unwrap();
+    assert!(r.refused && r.dropped == 2_000);
+    assert!(open_session(&store, &c.session, &other, 4)
+        .unwrap()
+        .state
+        .has_no_room(&c.session, 4));
+    assert!(!open_session(&store, &c.session, &other, 1_004)
+        .unwrap()
+        .state
+        .has_no_room(&c.session, 1_004));
+    // Its spend still to report keeps a fleet session from the idle sweep.
+    let third = SessionKey::from_header(b"u", false).unwrap();
+    let h = open_session(&store, &c.session, &third, 0).unwrap().handle;
+    settle_session(&store, &h, Default::default(), 3_000, true, 0).unwrap();
+    let late = c.session.idle_ttl_s * 1000 + 10;
+    sweep_idle(&store, &c.session, c.session.max_tracked, late).unwrap();
+    assert_eq!(
+        begin_session_report(&store, &h, 1_000, 1_000, late)
+            .unwrap()
+            .hits,
+        3
+    );
 }

@@ -35,6 +35,8 @@ pub struct SessionConfig {
     pub id_header_is_credential: bool,
     pub idle_ttl_s: u64,
     pub max_tracked: u32,
+    /// `scope: fleet`: HTTP sessions are also counted in the fleet store.
+    pub fleet: bool,
 }
 
 impl SessionConfig {
@@ -310,6 +312,7 @@ impl Config {
                 "id_header",
                 "idle_ttl_s",
                 "max_tracked",
+                "scope",
             ],
         )?;
         let warn_ratio_ppm = match s.get("warn_ratio") {
@@ -342,6 +345,12 @@ impl Config {
             id_header,
             idle_ttl_s: s.positive_int("idle_ttl_s", 3600, 365 * 86_400)?,
             max_tracked: s.positive_int("max_tracked", 100_000, 10_000_000)? as u32,
+            fleet: match s.get("scope") {
+                None => false,
+                Some(Value::String(v)) if v == "local" => false,
+                Some(Value::String(v)) if v == "fleet" => true,
+                Some(_) => return Err(err("session.scope", "must be \"local\" or \"fleet\"")),
+            },
         };
 
         let g = Section::new(
@@ -477,6 +486,12 @@ impl Config {
         };
 
         let budgets = budgets::parse(&root, global_store.is_some())?;
+        if session.fleet && global_store.is_none() {
+            return Err(err(
+                "session.scope",
+                "\"fleet\" needs global_store (the rate-limit service that counts it)",
+            ));
+        }
 
         Ok(Config {
             budgets,
@@ -714,6 +729,8 @@ mod tests {
             error_key(r#"{"price_catalog":{"cluster":"p","timeout":5}}"#),
             "price_catalog.timeout"
         );
+        assert_eq!(error_key(r#"{"session":{"scope":"fleet"}}"#), "session.scope");
+        assert_eq!(error_key(r#"{"session":{"scope":"everywhere"}}"#), "session.scope");
         assert_eq!(error_key("[1]"), "");
         assert_eq!(error_key("{"), "");
     }

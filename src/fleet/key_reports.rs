@@ -9,12 +9,16 @@
 
 use super::grpc_unframe;
 use super::keys::{
-    begin_key_report, decode_key_replies, encode_key_reports, finish_key_report, KeyReport,
+    begin_key_report, begin_session_report, decode_key_replies, encode_key_reports,
+    finish_key_report, finish_session_report, KeyBegun, KeyReport, KeyReported,
 };
+use super::FleetView;
 use crate::budget::rules::RuleKey;
+use crate::budget::SessionHandle;
 use crate::config::Config;
 use crate::money::Micros;
 use crate::store::Store;
+use crate::store::StoreError;
 use hashbrown::HashMap;
 
 /// Keys a VM remembers to report, at most.
@@ -24,12 +28,38 @@ pub const MAX_CALLS_PER_ROUND: usize = 64;
 /// A report with no answer after this many timeouts is taken back.
 const STALE_REPORT_TIMEOUTS: u64 = 4;
 
+/// What a fleet key counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Counted {
+    /// A key of the budget rule of this name.
+    Rule { rule: String, key: RuleKey },
+    /// An HTTP session (`session.scope: fleet`).
+    Session(SessionHandle),
+}
+
 /// A fleet key with spend to report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingKey {
-    pub rule: String,
+    pub counted: Counted,
+    /// The rule's key id, or the session id.
     pub key_id: String,
-    pub key: RuleKey,
+}
+
+impl PendingKey {
+    fn fingerprint(&self) -> [u8; 16] {
+        match &self.counted {
+            Counted::Rule { key, .. } => key.fingerprint,
+            Counted::Session(h) => h.key.fingerprint,
+        }
+    }
+
+    /// The rule's name, or "HTTP sessions" (for logs).
+    pub fn owner(&self) -> &str {
+        match &self.counted {
+            Counted::Rule { rule, .. } => rule,
+            Counted::Session(_) => "HTTP sessions",
+        }
+    }
 }
 
 /// The keys this VM booked spend for and has not reported yet.
@@ -39,23 +69,35 @@ pub struct PendingKeys {
 }
 
 impl PendingKeys {
-    /// Remembers a key; false when the set is full (its spend then waits in
-    /// shared data for the key's next booking).
+    /// Remembers a rule's key; false when the set is full (its spend then
+    /// waits in shared data for the key's next booking).
     pub fn note(&mut self, rule: &str, key: &RuleKey, key_id: &str) -> bool {
-        if self.keys.contains_key(&key.fingerprint) {
+        self.insert(PendingKey {
+            counted: Counted::Rule {
+                rule: rule.to_string(),
+                key: key.clone(),
+            },
+            key_id: key_id.to_string(),
+        })
+    }
+
+    /// Remembers a session (as [`Self::note`]).
+    pub fn note_session(&mut self, handle: &SessionHandle) -> bool {
+        self.insert(PendingKey {
+            counted: Counted::Session(handle.clone()),
+            key_id: handle.key.display_id.clone(),
+        })
+    }
+
+    fn insert(&mut self, key: PendingKey) -> bool {
+        let fingerprint = key.fingerprint();
+        if self.keys.contains_key(&fingerprint) {
             return true;
         }
         if self.keys.len() >= MAX_PENDING_KEYS {
             return false;
         }
-        self.keys.insert(
-            key.fingerprint,
-            PendingKey {
-                rule: rule.to_string(),
-                key_id: key_id.to_string(),
-                key: key.clone(),
-            },
-        );
+        self.keys.insert(fingerprint, key);
         true
     }
 
@@ -67,8 +109,8 @@ impl PendingKeys {
         self.keys.is_empty()
     }
 
-    fn forget(&mut self, key: &RuleKey) {
-        self.keys.remove(&key.fingerprint);
+    fn forget(&mut self, key: &PendingKey) {
+        self.keys.remove(&key.fingerprint());
     }
 }
 
@@ -98,30 +140,15 @@ pub fn start_round<S: Store + ?Sized>(
         if batch.len() >= per_call * MAX_CALLS_PER_ROUND {
             break;
         }
-        let Some(rule) = config
-            .budgets
-            .rules
-            .iter()
-            .find(|r| r.name == p.rule && r.fleet)
-        else {
-            gone.push(*fingerprint);
-            continue;
-        };
-        match begin_key_report(
-            store,
-            &p.key,
-            rule.window,
-            config.budgets.max_keys,
-            gs.micros_per_hit,
-            stale_ms,
-            now_ms,
-        ) {
-            Ok(b) if b.hits > 0 => batch.push((p.clone(), b.hits)),
+        match begin(store, config, p, stale_ms, now_ms) {
+            // Its rule is gone, or no longer fleet-wide: its spend stays local.
+            None => gone.push(*fingerprint),
+            Some(Ok(b)) if b.hits > 0 => batch.push((p.clone(), b.hits)),
             // In flight: its reply decides. Otherwise below one hit: the rest
             // waits in the key's record for its next booking.
-            Ok(b) if !b.in_flight => gone.push(*fingerprint),
-            Ok(_) => {}
-            Err(e) => log::debug!("fleet key report: {e:?}"),
+            Some(Ok(b)) if !b.in_flight => gone.push(*fingerprint),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => log::debug!("fleet key report: {e:?}"),
         }
     }
     for f in gone {
@@ -133,7 +160,10 @@ pub fn start_round<S: Store + ?Sized>(
             let reports: Vec<KeyReport<'_>> = chunk
                 .iter()
                 .map(|(p, hits)| KeyReport {
-                    rule: &p.rule,
+                    rule: match &p.counted {
+                        Counted::Rule { rule, .. } => Some(rule.as_str()),
+                        Counted::Session(_) => None,
+                    },
                     key_id: &p.key_id,
                     hits: *hits,
                 })
@@ -144,6 +174,67 @@ pub fn start_round<S: Store + ?Sized>(
             }
         })
         .collect()
+}
+
+/// Starts one key's report; None when it is no longer counted in the fleet.
+fn begin<S: Store + ?Sized>(
+    store: &S,
+    config: &Config,
+    p: &PendingKey,
+    stale_ms: u64,
+    now_ms: u64,
+) -> Option<Result<KeyBegun, StoreError>> {
+    let per_hit = config.global_store.as_ref()?.micros_per_hit;
+    Some(match &p.counted {
+        Counted::Rule { rule, key } => {
+            let r = config
+                .budgets
+                .rules
+                .iter()
+                .find(|r| &r.name == rule && r.fleet)?;
+            begin_key_report(
+                store,
+                key,
+                r.window,
+                config.budgets.max_keys,
+                per_hit,
+                stale_ms,
+                now_ms,
+            )
+        }
+        Counted::Session(handle) => {
+            if !config.session.fleet {
+                return None;
+            }
+            begin_session_report(store, handle, per_hit, stale_ms, now_ms)
+        }
+    })
+}
+
+/// Books one key's reply (None: a failure); None when it is no longer counted.
+fn finish<S: Store + ?Sized>(
+    store: &S,
+    config: &Config,
+    p: &PendingKey,
+    view: Option<&FleetView>,
+    now_ms: u64,
+) -> Option<Result<KeyReported, StoreError>> {
+    let per_hit = config.global_store.as_ref()?.micros_per_hit;
+    Some(match &p.counted {
+        Counted::Rule { rule, key } => {
+            let r = config.budgets.rules.iter().find(|r| &r.name == rule)?;
+            finish_key_report(
+                store,
+                key,
+                r.window,
+                config.budgets.max_keys,
+                per_hit,
+                view,
+                now_ms,
+            )
+        }
+        Counted::Session(handle) => finish_session_report(store, handle, per_hit, view, now_ms),
+    })
 }
 
 /// What a call's reply came to, for stats and logs.
@@ -177,31 +268,21 @@ pub fn finish_call<S: Store + ?Sized>(
         ..CallOutcome::default()
     };
     for (i, p) in call.iter().enumerate() {
-        let Some(rule) = config.budgets.rules.iter().find(|r| r.name == p.rule) else {
-            continue;
-        };
         let view = views.as_ref().and_then(|v| v.get(i));
-        match finish_key_report(
-            store,
-            &p.key,
-            rule.window,
-            config.budgets.max_keys,
-            micros_per_hit,
-            view,
-            now_ms,
-        ) {
-            Ok(done) => {
+        match finish(store, config, p, view, now_ms) {
+            None => pending.forget(p),
+            Some(Ok(done)) => {
                 if done.dropped > 0 {
-                    outcome.dropped.push((p.rule.clone(), done.dropped));
+                    outcome.dropped.push((p.owner().to_string(), done.dropped));
                 }
                 if done.refused {
-                    outcome.refused.push(p.rule.clone());
+                    outcome.refused.push(p.owner().to_string());
                 }
                 if !done.pending {
-                    pending.forget(&p.key);
+                    pending.forget(p);
                 }
             }
-            Err(e) => log::debug!("fleet key report: {e:?}"),
+            Some(Err(e)) => log::debug!("fleet key report: {e:?}"),
         }
     }
     outcome

@@ -1,9 +1,11 @@
-//! Budget keys of rules with `scope: fleet`, counted in the fleet store.
+//! Budget keys of rules with `scope: fleet` (and HTTP sessions with
+//! `session.scope: fleet`), counted in the fleet store.
 //!
 //! A key's spend is booked locally (its slot's `fleet` tally) and reported
 //! off the request path: each report carries one descriptor per key,
-//! `costguard_budget = <rule>`, `costguard_key = <key id>` (a credential's
-//! hash, never its value), with that key's hits in the descriptor's own
+//! `costguard_budget = <rule>`, `costguard_key = <key id>` for a rule's key,
+//! `costguard_session = <session id>` for a session (a credential's hash,
+//! never its value), with that key's hits in the descriptor's own
 //! `hits_addend`. A key's reply tells the fleet's spend for it; `OVER_LIMIT`
 //! refuses the key on this Envoy until the store's window resets.
 
@@ -13,17 +15,22 @@ use super::{
 };
 use crate::budget::rules::{update_key, RuleKey};
 use crate::budget::window::Window;
+use crate::budget::{update_session_slot, SessionHandle};
+use crate::fleet::FleetTally;
 use crate::money::Micros;
 use crate::store::{Store, StoreError};
 use prost::Message;
 
 pub const BUDGET_ENTRY: &str = "costguard_budget";
 pub const KEY_ENTRY: &str = "costguard_key";
+pub const SESSION_ENTRY: &str = "costguard_session";
 
-/// One key's part of a report.
+/// One key's part of a report: a rule's key (`rule` set) or a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyReport<'a> {
-    pub rule: &'a str,
+    /// The rule's name; None for an HTTP session.
+    pub rule: Option<&'a str>,
+    /// The key id, or the session id.
     pub key_id: &'a str,
     pub hits: u64,
 }
@@ -45,7 +52,10 @@ pub fn encode_key_reports(domain: &str, reports: &[KeyReport<'_>]) -> Vec<u8> {
         descriptors: reports
             .iter()
             .map(|r| RateLimitDescriptor {
-                entries: vec![entry(BUDGET_ENTRY, r.rule), entry(KEY_ENTRY, r.key_id)],
+                entries: match r.rule {
+                    Some(rule) => vec![entry(BUDGET_ENTRY, rule), entry(KEY_ENTRY, r.key_id)],
+                    None => vec![entry(SESSION_ENTRY, r.key_id)],
+                },
                 hits_addend: Some(UInt64Value { value: r.hits }),
             })
             .collect(),
@@ -105,6 +115,68 @@ pub fn begin_key_report<S: Store + ?Sized>(
     })
 }
 
+/// [`begin_key_report`] for an HTTP session.
+pub fn begin_session_report<S: Store + ?Sized>(
+    store: &S,
+    handle: &SessionHandle,
+    micros_per_hit: Micros,
+    stale_ms: u64,
+    now_ms: u64,
+) -> Result<KeyBegun, StoreError> {
+    let mut hits = 0;
+    let after = update_session_slot(store, handle, |s| {
+        hits = s.fleet.begin(micros_per_hit, stale_ms, now_ms).hits;
+        hits > 0
+    })?;
+    Ok(KeyBegun {
+        hits,
+        in_flight: after.is_some_and(|s| s.fleet.in_flight > 0),
+    })
+}
+
+/// Books a reply (None: a failure) into a tally; sets `refused_until` on `OVER_LIMIT`.
+fn book_reply(
+    fleet: &mut FleetTally,
+    refused_until_ms: &mut u64,
+    reply: Option<&FleetView>,
+    now_ms: u64,
+) -> KeyReported {
+    let mut out = KeyReported::default();
+    match reply {
+        Some(view) => {
+            out.dropped = fleet.accept(view, now_ms);
+            if view.over_limit {
+                out.refused = true;
+                *refused_until_ms = now_ms.saturating_add(view.reset_in_ms.max(1));
+            }
+        }
+        None => fleet.fail(),
+    }
+    out
+}
+
+/// Still to report: in flight, or a whole hit unreported.
+fn still_pending(fleet: &FleetTally, micros_per_hit: Micros) -> bool {
+    fleet.in_flight > 0 || fleet.unreported >= micros_per_hit
+}
+
+/// [`finish_key_report`] for an HTTP session.
+pub fn finish_session_report<S: Store + ?Sized>(
+    store: &S,
+    handle: &SessionHandle,
+    micros_per_hit: Micros,
+    reply: Option<&FleetView>,
+    now_ms: u64,
+) -> Result<KeyReported, StoreError> {
+    let mut out = KeyReported::default();
+    let after = update_session_slot(store, handle, |s| {
+        out = book_reply(&mut s.fleet, &mut s.refused_until_ms, reply, now_ms);
+        true
+    })?;
+    out.pending = after.is_some_and(|s| still_pending(&s.fleet, micros_per_hit));
+    Ok(out)
+}
+
 /// What a key's report came to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KeyReported {
@@ -130,21 +202,10 @@ pub fn finish_key_report<S: Store + ?Sized>(
 ) -> Result<KeyReported, StoreError> {
     let mut out = KeyReported::default();
     let after = update_key(store, key, window, slots, now_ms, |s| {
-        out = KeyReported::default();
-        match reply {
-            Some(view) => {
-                out.dropped = s.fleet.accept(view, now_ms);
-                if view.over_limit {
-                    out.refused = true;
-                    s.refused_until_ms = now_ms.saturating_add(view.reset_in_ms.max(1));
-                }
-            }
-            None => s.fleet.fail(),
-        }
+        out = book_reply(&mut s.fleet, &mut s.refused_until_ms, reply, now_ms);
         true
     })?;
-    out.pending =
-        after.is_some_and(|s| s.fleet.in_flight > 0 || s.fleet.unreported >= micros_per_hit);
+    out.pending = after.is_some_and(|s| still_pending(&s.fleet, micros_per_hit));
     Ok(out)
 }
 
@@ -164,12 +225,12 @@ mod tests {
             "costguard",
             &[
                 KeyReport {
-                    rule: "key-daily",
+                    rule: Some("key-daily"),
                     key_id: "h:ab",
                     hits: 300,
                 },
                 KeyReport {
-                    rule: "burst",
+                    rule: Some("burst"),
                     key_id: "u1",
                     hits: 2,
                 },
@@ -191,12 +252,18 @@ mod tests {
         let one = encode_key_reports(
             "costguard",
             &[KeyReport {
-                rule: "r",
+                rule: None,
                 key_id: "k",
                 hits: 7,
             }],
         );
-        assert_eq!(RateLimitRequest::decode(&one[..]).unwrap().hits_addend, 7);
+        let one = RateLimitRequest::decode(&one[..]).unwrap();
+        assert_eq!(one.hits_addend, 7);
+        let e = &one.descriptors[0].entries;
+        assert_eq!(
+            (e.len(), e[0].key.as_str(), e[0].value.as_str()),
+            (1, SESSION_ENTRY, "k")
+        );
     }
 
     fn status(over: bool, limit: u32, remaining: u32) -> DescriptorStatus {

@@ -122,6 +122,8 @@ pub enum Event {
     BudgetFleetRefused {
         rule: usize,
     },
+    /// A fleet session (`session.scope: fleet`) has spend to report.
+    SessionFleetPending(SessionHandle),
     /// A fleet rule's key has spend to report to the fleet store.
     BudgetFleetPending {
         rule: usize,
@@ -809,10 +811,14 @@ impl HttpExchange {
             return;
         }
         let ticket = ticket.unwrap_or_default();
-        match budget::settle_session(env.store(), &session.handle, ticket, cost, now) {
+        let fleet = env.config().session.fleet;
+        match budget::settle_session(env.store(), &session.handle, ticket, cost, fleet, now) {
             Ok(added) if !added.lost => {
                 if cost > 0 {
                     env.filter_state(FilterState::SessionCostUsd, &format_usd(added.after.spend));
+                    if fleet {
+                        env.event(Event::SessionFleetPending(session.handle.clone()));
+                    }
                 }
             }
             Ok(_) => env.event(Event::SessionLost(session.handle.key.display_id.clone())),

@@ -27,25 +27,31 @@ def config(**extra):
     }
 
 
+SESSION_BUDGET_USD = 5
+SESSION_HITS = SESSION_BUDGET_USD * 1_000_000 // MICROS_PER_HIT
+
+
 class Fleet:
-    def __init__(self, sim):
+    def __init__(self, sim, **config_extra):
         self.sim = sim
+        self.config = config(**config_extra)
         self.redis = Redis()
-        # The global window far above what the tests spend: only the rule limits.
+        # The global window far above what the tests spend: only the rules and sessions limit.
         self.rls = RateLimitService(self.redis.port, global_hits=10**9,
-                                    extra=["--budget-limit", f"costguard:key-daily:{LIMIT_HITS}:86400"])
+                                    extra=["--budget-limit", f"costguard:key-daily:{LIMIT_HITS}:86400",
+                                           "--session-limit", f"costguard:{SESSION_HITS}:86400"])
         self.envoys = []
         for _ in range(2):
             self.start_envoy()
 
     def start_envoy(self):
-        e = Envoy(self.sim.port, config(), rls=f"127.0.0.1:{self.rls.port}").wait_ready()
+        e = Envoy(self.sim.port, self.config, rls=f"127.0.0.1:{self.rls.port}").wait_ready()
         self.envoys.append(e)
         return e
 
-    def key_hits(self):
-        """What Limitador holds for budget keys (every key but the global window's)."""
-        keys = [k for k in self.redis.cli("KEYS", "*").splitlines() if "budget" in k]
+    def key_hits(self, kind="budget"):
+        """What Limitador holds for budget keys (or, `kind="session"`, sessions)."""
+        keys = [k for k in self.redis.cli("KEYS", "*").splitlines() if f"costguard/{kind}" in k]
         return sum(int(self.redis.cli("GET", k) or 0) for k in keys if self.redis.cli("TYPE", k) == "string")
 
     def close(self):
@@ -146,6 +152,35 @@ def test_outages_keep_both_envoys_serving_and_lose_no_spend(fleet):
     for e in (a, b):
         wait_until(lambda: reported(e), what="nothing left to report")
     assert fleet.key_hits() == 40
+
+
+def test_a_fleet_session_is_refused_at_its_budget_fleet_wide(sim):
+    fleet = Fleet(sim, session={"budget_usd": SESSION_BUDGET_USD, "scope": "fleet"})
+    try:
+        a, b = fleet.envoys
+        admitted = 0
+        for i in range(10):
+            e = (a, b)[i % 2]
+            # $1 a call: 100,000 output tokens of "m".
+            r = chat(e, usage={"prompt_tokens": 0, "completion_tokens": 100_000},
+                     headers={"x-session-id": "shared-session"},
+                     body={"model": "m", "max_tokens": 100_000, "messages": []})
+            if r.status_code == 200:
+                admitted += 1
+                wait_until(lambda: fleet.key_hits("session") * MICROS_PER_HIT
+                           + sum(x.stat("costguard.global_store.refused_micro_usd") for x in (a, b))
+                           == admitted * 1_000_000, what="the call's report")
+            else:
+                assert r.status_code == 429 and r.json()["error"]["code"] == "session_budget_exceeded"
+        # Neither Envoy alone saw more than $3; the fleet stops the session near $5.
+        assert 5 <= admitted <= 5 + 2, admitted
+        for e in (a, b):
+            assert chat(e, usage={"prompt_tokens": 0, "completion_tokens": 1000},
+                        headers={"x-session-id": "shared-session"},
+                        body={"model": "m", "max_tokens": 1000, "messages": []}).status_code == 429
+        assert fleet.key_hits("session") <= SESSION_HITS
+    finally:
+        fleet.close()
 
 
 def rls_calls(envoys):

@@ -14,7 +14,9 @@
 //! `costguard_key = KEY` count in Limitador namespace `DOMAIN/budget/RULE`
 //! with the key as the limit's variable, by the descriptor's own
 //! `hits_addend` (else the request's). Every descriptor is answered on its
-//! own, in order, as envoyproxy/ratelimit does.
+//! own, in order, as envoyproxy/ratelimit does. `--session-limit
+//! DOMAIN:MAX:SECONDS` does the same for HTTP sessions (`costguard_session`,
+//! namespace `DOMAIN/session`).
 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
     rate_limit::Unit, Code, DescriptorStatus, RateLimit,
@@ -47,10 +49,24 @@ fn unit_for(window: Duration) -> (Unit, u64) {
     }
 }
 
+type Descriptor = envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+
+fn entry<'a>(d: &'a Descriptor, key: &str) -> Option<&'a str> {
+    d.entries.iter().find(|e| e.key == key).map(|e| e.value.as_str())
+}
+
 /// A descriptor of a costguard budget key: (rule, key).
-fn budget_key(d: &envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor) -> Option<(&str, &str)> {
-    let get = |k: &str| d.entries.iter().find(|e| e.key == k).map(|e| e.value.as_str());
-    Some((get("costguard_budget")?, get("costguard_key")?))
+fn budget_key(d: &Descriptor) -> Option<(&str, &str)> {
+    Some((entry(d, "costguard_budget")?, entry(d, "costguard_key")?))
+}
+
+/// The namespace (under the domain) and key a per-key descriptor counts in:
+/// a budget rule's key, or an HTTP session.
+fn per_key(domain: &str, d: &Descriptor) -> Option<(String, String)> {
+    if let Some((rule, key)) = budget_key(d) {
+        return Some((format!("{domain}/budget/{rule}"), key.to_string()));
+    }
+    entry(d, "costguard_session").map(|id| (format!("{domain}/session"), id.to_string()))
 }
 
 impl Service {
@@ -98,7 +114,7 @@ impl RateLimitService for Service {
     async fn should_rate_limit(&self, request: Request<RateLimitRequest>) -> Result<Response<RateLimitResponse>, Status> {
         let req = request.into_inner();
         let request_delta = u64::from(req.hits_addend.max(1));
-        if !req.descriptors.iter().any(|d| budget_key(d).is_some()) {
+        if !req.descriptors.iter().any(|d| per_key(&req.domain, d).is_some()) {
             // The global window: one condition-less limit per domain.
             let (code, statuses) = self.count(&req.domain, None, request_delta).await?;
             return Ok(Response::new(RateLimitResponse { overall_code: code as i32, statuses, ..Default::default() }));
@@ -106,12 +122,12 @@ impl RateLimitService for Service {
         let mut overall = Code::Ok;
         let mut statuses = Vec::new();
         for d in &req.descriptors {
-            let Some((rule, key)) = budget_key(d) else {
+            let Some((namespace, key)) = per_key(&req.domain, d) else {
                 statuses.push(DescriptorStatus { code: Code::Ok as i32, ..Default::default() });
                 continue;
             };
             let delta = d.hits_addend.as_ref().map_or(request_delta, |h| h.value.max(1));
-            let (code, mut counted) = self.count(&format!("{}/budget/{rule}", req.domain), Some(key), delta).await?;
+            let (code, mut counted) = self.count(&namespace, Some(&key), delta).await?;
             if code == Code::OverLimit {
                 overall = Code::OverLimit;
             }
@@ -147,6 +163,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 };
                 let key = Expression::parse("descriptors[0].key").map_err(|e| format!("{e:?}"))?;
                 limits.push(Limit::new(format!("{domain}/budget/{rule}").as_str(), max.parse()?, secs.parse()?, [], [key]));
+            }
+            "--session-limit" => {
+                let spec = args.next().ok_or("--session-limit DOMAIN:MAX:SECONDS")?;
+                let parts: Vec<&str> = spec.split(':').collect();
+                let [domain, max, secs] = parts[..] else {
+                    return Err("--session-limit DOMAIN:MAX:SECONDS".into());
+                };
+                let key = Expression::parse("descriptors[0].key").map_err(|e| format!("{e:?}"))?;
+                limits.push(Limit::new(format!("{domain}/session").as_str(), max.parse()?, secs.parse()?, [], [key]));
             }
             other => return Err(format!("unknown argument {other}").into()),
         }
@@ -195,8 +220,8 @@ mod tests {
         let bytes = encode_key_reports(
             "costguard",
             &[
-                KeyReport { rule: "key-daily", key_id: "h:00ff", hits: 12 },
-                KeyReport { rule: "burst", key_id: "u", hits: 3 },
+                KeyReport { rule: Some("key-daily"), key_id: "h:00ff", hits: 12 },
+                KeyReport { rule: None, key_id: "s-1", hits: 3 },
             ],
         );
         let req = RateLimitRequest::decode(bytes.as_slice()).unwrap();
@@ -204,6 +229,7 @@ mod tests {
         assert_eq!(budget_key(&req.descriptors[0]), Some(("key-daily", "h:00ff")));
         assert_eq!(req.descriptors[0].hits_addend.as_ref().map(|h| h.value), Some(12));
         assert_eq!(req.descriptors[1].hits_addend.as_ref().map(|h| h.value), Some(3));
+        assert_eq!(per_key("costguard", &req.descriptors[1]), Some(("costguard/session".to_string(), "s-1".to_string())));
     }
 
     #[test]
