@@ -6,7 +6,7 @@ use super::shared::{catalog_source, Shared};
 use super::stream::Stream;
 use crate::budget;
 use crate::catalog::{self, sync as catalog_sync, CatalogReader};
-use crate::config::{Config, PriceCatalogConfig};
+use crate::config::{Config, GlobalStoreConfig, PriceCatalogConfig};
 use crate::fleet;
 use crate::fleet::key_reports::{self, PendingKey};
 use hashbrown::HashMap;
@@ -176,9 +176,16 @@ impl Root {
             }
         };
         let body = fleet::grpc_frame(&fleet::encode_report(&store.domain, hits));
+        if self.call_fleet_store(store, &body).is_none() {
+            self.fleet_outcome(None, now);
+        }
+    }
+
+    /// Sends a `ShouldRateLimit` (gRPC over an HTTP callout: the SDK's own
+    /// gRPC call panics on a status it does not expect, such as an unknown
+    /// cluster, trapping the VM). Returns the call's token; a failure is logged.
+    fn call_fleet_store(&self, store: &GlobalStoreConfig, body: &[u8]) -> Option<u32> {
         let path = format!("/{}/{}", fleet::SERVICE, fleet::METHOD);
-        // gRPC over an HTTP callout: the SDK's own gRPC call panics on a
-        // status it does not expect (an unknown cluster), trapping the VM.
         let sent = self.dispatch_http_call(
             &store.rls_cluster,
             vec![
@@ -188,17 +195,17 @@ impl Root {
                 ("content-type", "application/grpc"),
                 ("te", "trailers"),
             ],
-            Some(&body),
+            Some(body),
             vec![],
             std::time::Duration::from_millis(store.timeout_ms),
         );
-        if let Err(e) = sent {
+        sent.inspect_err(|e| {
             log::warn!(
                 "fleet store: cannot call cluster {} ({e:?})",
                 store.rls_cluster
-            );
-            self.fleet_outcome(None, now);
-        }
+            )
+        })
+        .ok()
     }
 
     /// Fleet rules: reports this VM's keys with spend, batched into calls.
@@ -219,32 +226,12 @@ impl Root {
             }
             _ => Vec::new(),
         };
-        let path = format!("/{}/{}", fleet::SERVICE, fleet::METHOD);
         for call in calls {
-            let sent = self.dispatch_http_call(
-                &store.rls_cluster,
-                vec![
-                    (":method", "POST"),
-                    (":path", &path),
-                    (":authority", &store.rls_cluster),
-                    ("content-type", "application/grpc"),
-                    ("te", "trailers"),
-                ],
-                Some(&call.body),
-                vec![],
-                std::time::Duration::from_millis(store.timeout_ms),
-            );
-            match sent {
-                Ok(token) => {
+            match self.call_fleet_store(store, &call.body) {
+                Some(token) => {
                     self.key_calls.insert(token, call.keys);
                 }
-                Err(e) => {
-                    log::warn!(
-                        "fleet store: cannot call cluster {} ({e:?})",
-                        store.rls_cluster
-                    );
-                    self.key_call_done(&call.keys, None, now);
-                }
+                None => self.key_call_done(&call.keys, None, now),
             }
         }
         shared.vm.show_pending_keys();

@@ -78,7 +78,8 @@ pub struct RuleSlot {
 impl Record for RuleSlot {
     fn encode(&self) -> Vec<u8> {
         let [period, current, previous] = self.reservations.to_u64s();
-        let f = &self.fleet;
+        let [unreported, in_flight, since, acknowledged, reset_at, remaining] =
+            self.fleet.to_u64s();
         write_u64s(
             &self.fingerprint,
             &[
@@ -88,12 +89,12 @@ impl Record for RuleSlot {
                 period,
                 current,
                 previous,
-                f.unreported,
-                f.in_flight,
-                f.in_flight_since_ms,
-                f.acknowledged,
-                f.reset_at_ms,
-                f.remaining_hits,
+                unreported,
+                in_flight,
+                since,
+                acknowledged,
+                reset_at,
+                remaining,
                 self.refused_until_ms,
             ],
         )
@@ -108,14 +109,14 @@ impl Record for RuleSlot {
             window_start_ms,
             committed,
             reservations: Reservations::from_u64s([period, current, previous]),
-            fleet: FleetTally {
+            fleet: FleetTally::from_u64s([
                 unreported,
                 in_flight,
                 in_flight_since_ms,
                 acknowledged,
                 reset_at_ms,
                 remaining_hits,
-            },
+            ]),
             refused_until_ms,
         })
     }

@@ -729,8 +729,14 @@ mod tests {
             error_key(r#"{"price_catalog":{"cluster":"p","timeout":5}}"#),
             "price_catalog.timeout"
         );
-        assert_eq!(error_key(r#"{"session":{"scope":"fleet"}}"#), "session.scope");
-        assert_eq!(error_key(r#"{"session":{"scope":"everywhere"}}"#), "session.scope");
+        assert_eq!(
+            error_key(r#"{"session":{"scope":"fleet"}}"#),
+            "session.scope"
+        );
+        assert_eq!(
+            error_key(r#"{"session":{"scope":"everywhere"}}"#),
+            "session.scope"
+        );
         assert_eq!(error_key("[1]"), "");
         assert_eq!(error_key("{"), "");
     }

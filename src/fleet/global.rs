@@ -71,16 +71,8 @@ pub fn finish_report<S: Store + ?Sized>(
 mod tests {
     use super::*;
     use crate::budget::{add_global_spend, read_global};
-    use crate::config::Config;
+    use crate::fleet::tests::config;
     use crate::store::mem::MemStore;
-
-    fn config() -> Config {
-        Config::parse(
-            br#"{"global":{"budget_usd":1,"window_s":3600,"cooldown_s":60},
-                 "global_store":{"rls_cluster":"rls","usd_per_hit":0.001}}"#,
-        )
-        .unwrap()
-    }
 
     #[test]
     fn spend_is_reported_once_and_kept_across_failures() {

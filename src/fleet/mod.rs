@@ -201,7 +201,8 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    fn config() -> Config {
+    /// A $1 global window reported in $0.001 hits.
+    pub(in crate::fleet) fn config() -> Config {
         Config::parse(
             br#"{"global":{"budget_usd":1,"window_s":3600,"cooldown_s":60},
                  "global_store":{"rls_cluster":"rls","usd_per_hit":0.001}}"#,

@@ -30,6 +30,31 @@ pub struct Begun {
 }
 
 impl FleetTally {
+    /// Its six values, in the order budget-key and session records store them.
+    pub fn to_u64s(&self) -> [u64; 6] {
+        [
+            self.unreported,
+            self.in_flight,
+            self.in_flight_since_ms,
+            self.acknowledged,
+            self.reset_at_ms,
+            self.remaining_hits,
+        ]
+    }
+
+    pub fn from_u64s(
+        [unreported, in_flight, in_flight_since_ms, acknowledged, reset_at_ms, remaining_hits]: [u64; 6],
+    ) -> FleetTally {
+        FleetTally {
+            unreported,
+            in_flight,
+            in_flight_since_ms,
+            acknowledged,
+            reset_at_ms,
+            remaining_hits,
+        }
+    }
+
     /// The fleet's spend as this Envoy knows it: what the store last said
     /// (until its window resets) plus what it has not acknowledged.
     pub fn spend_at(&self, now_ms: u64) -> Micros {
