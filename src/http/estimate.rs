@@ -71,6 +71,11 @@ impl RequestReader {
         }
     }
 
+    /// Bytes read so far.
+    pub fn body_bytes(&self) -> u64 {
+        self.body_bytes
+    }
+
     pub fn feed(&mut self, chunk: &[u8]) {
         self.body_bytes = self.body_bytes.saturating_add(chunk.len() as u64);
         self.scanner.feed(chunk);

@@ -274,6 +274,9 @@ pub struct HttpExchange {
     rules_filtered: bool,
     /// Reads the request body for the reservation made at its end.
     reader: Option<RequestReader>,
+    /// The request's `content-length`: its body is complete (for the
+    /// upstream too) at that many bytes, maybe before `end_of_stream`.
+    request_length: Option<u64>,
     /// The least room left among the rules that apply, at admission.
     budget_remaining: Option<Micros>,
     /// A rule's key found no slot (counted once per call).
@@ -300,6 +303,7 @@ impl HttpExchange {
             rules: Vec::new(),
             rules_filtered: false,
             reader: None,
+            request_length: None,
             budget_remaining: None,
             capacity_reported: false,
             response_started: false,
@@ -352,6 +356,9 @@ impl HttpExchange {
                 }
             } else {
                 self.reader = Some(RequestReader::new());
+                self.request_length = headers
+                    .get_str("content-length")
+                    .and_then(|l| l.trim().parse::<u64>().ok());
             }
         }
         remove.accept_encoding = headers.get("accept-encoding").is_some();
@@ -649,7 +656,13 @@ impl HttpExchange {
             return Ok(());
         };
         reader.feed(chunk);
-        if !end_of_stream || self.settled {
+        // Decide before the body's last byte goes on: with a content-length
+        // the upstream has the whole request then, even without the end.
+        let complete = end_of_stream
+            || self
+                .request_length
+                .is_some_and(|length| reader.body_bytes() >= length);
+        if !complete || self.settled {
             return Ok(());
         }
         let facts = self

@@ -139,6 +139,23 @@ def test_a_rule_with_models_counts_only_them(envoy):
     d.wait("costguard.budget.team-m.spend_micro_usd", 20_000)
 
 
+def test_a_body_read_as_it_passes_is_refused_at_its_end(envoy, sim):
+    """Responses API bodies are not held (only Chat bodies are, for the
+    include_usage rewrite): the rule with models decides when the body has
+    passed, and a refusal then still keeps the call from the upstream."""
+    team = {"x-team-id": "t-responses", "x-trace": "rules-responses"}
+
+    def respond_call():
+        return requests.post(f"{envoy.url}/v1/responses", timeout=30, headers={
+            **team, "x-sim-usage": json.dumps({"input_tokens": 0, "output_tokens": 1000})},
+            json={"model": "m", "input": "hi", "max_output_tokens": 1000})
+    assert [respond_call().status_code for _ in range(2)] == [200, 200]
+    r = respond_call()
+    assert r.status_code == 429 and '"team-m"' in r.json()["error"]["message"]
+    # The upstream got the refused request's headers at most, never a request to answer.
+    assert sum(1 for q in sim.requests() if q["headers"].get("x-trace") == "rules-responses") == 2
+
+
 def parallel_streams(envoy, key, n=100):
     """n concurrent streaming requests of one key, each $0.01 and ≥ 0.6 s long."""
     body = {"model": "m", "max_tokens": 1000, "stream": True, "messages": [{"role": "user", "content": "hi"}]}

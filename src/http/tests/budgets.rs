@@ -324,3 +324,34 @@ fn remaining_room_is_a_response_header() {
         .collect();
     assert_eq!(set, [(HEADER_BUDGET_REMAINING, "0.7".to_string())]);
 }
+
+#[test]
+fn a_body_with_a_length_is_decided_before_its_last_byte_goes_on() {
+    // Envoy may deliver the whole body without end_of_stream, and the end in
+    // a later, empty callback: the upstream has the request by then.
+    let mut env = env_at(RULES);
+    let user = |len: &str| {
+        headers(&[
+            (":method", "POST"),
+            (":path", "/v1/responses"),
+            ("x-user-id", "u"),
+            ("content-length", len),
+        ])
+    };
+    let body = body("gpt-5", 20_000);
+    // Spend the user's $0.50 of gpt-5 this hour.
+    spend_call(&mut env, &request(&[("x-user-id", "u")]), 20_000).unwrap();
+    let mut ex = HttpExchange::new();
+    assert!(matches!(
+        ex.on_request_headers(&mut env, &user(&body.len().to_string()), false),
+        Admission::Admit { .. }
+    ));
+    let (a, b) = body.as_bytes().split_at(10);
+    assert_eq!(ex.on_request_body(a.len(), false), RequestBody::Read);
+    assert!(ex.read_request_body(&mut env, a, false).is_ok());
+    assert_eq!(ex.on_request_body(b.len(), false), RequestBody::Read);
+    let refused = ex.read_request_body(&mut env, b, false).unwrap_err();
+    assert_eq!(refused.status, 429);
+    // The end that follows changes nothing.
+    assert_eq!(ex.on_request_body(0, true), RequestBody::Continue);
+}
