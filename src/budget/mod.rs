@@ -17,6 +17,7 @@
 //! Every write is a compare-and-swap in [`crate::store`]: no update is lost.
 
 mod global;
+mod held;
 pub mod reservations;
 pub mod rules;
 mod sessions;

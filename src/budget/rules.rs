@@ -12,14 +12,13 @@
 //! never given to another key: that would hand a payer a fresh budget. When
 //! every slot a key may use is live, the key is refused ([`Reserve::Full`]).
 
+use super::held::{self, Held};
 use super::reservations::{Reservations, Ticket};
 use super::sessions::{home_slot, slot_fingerprint};
 use super::window::Window;
 use crate::fleet::FleetTally;
 use crate::money::Micros;
-use crate::store::{
-    read_u64s, write_u64s, Record, Store, StoreError, CREATE_CAS, MAX_CAS_ATTEMPTS,
-};
+use crate::store::{Record, Store, StoreError, CREATE_CAS, MAX_CAS_ATTEMPTS};
 
 /// How many slots a key may live in, from its home slot on: enough that a
 /// table half full almost never refuses a key it has room for (2^-32).
@@ -77,52 +76,32 @@ pub struct RuleSlot {
 
 impl Record for RuleSlot {
     fn encode(&self) -> Vec<u8> {
-        let [period, current, previous] = self.reservations.to_u64s();
-        let [unreported, in_flight, since, acknowledged, reset_at, remaining] =
-            self.fleet.to_u64s();
-        write_u64s(
-            &self.fingerprint,
-            &[
-                self.rule_tag,
-                self.window_start_ms,
-                self.committed,
-                period,
-                current,
-                previous,
-                unreported,
-                in_flight,
-                since,
-                acknowledged,
-                reset_at,
-                remaining,
-                self.refused_until_ms,
-            ],
-        )
+        let own = [self.rule_tag, self.window_start_ms, self.committed];
+        held::encode(&self.fingerprint, own, &self.held())
     }
     fn decode(bytes: &[u8]) -> Option<Self> {
-        let fingerprint: [u8; 16] = bytes.get(..16)?.try_into().ok()?;
-        let [rule_tag, window_start_ms, committed, period, current, previous, unreported, in_flight, in_flight_since_ms, acknowledged, reset_at_ms, remaining_hits, refused_until_ms] =
-            read_u64s::<13>(bytes.get(16..)?)?;
+        let (fingerprint, [rule_tag, window_start_ms, committed], h) = held::decode(bytes)?;
         Some(RuleSlot {
             fingerprint,
             rule_tag,
             window_start_ms,
             committed,
-            reservations: Reservations::from_u64s([period, current, previous]),
-            fleet: FleetTally::from_u64s([
-                unreported,
-                in_flight,
-                in_flight_since_ms,
-                acknowledged,
-                reset_at_ms,
-                remaining_hits,
-            ]),
-            refused_until_ms,
+            reservations: h.reservations,
+            fleet: h.fleet,
+            refused_until_ms: h.refused_until_ms,
         })
     }
 }
 
 impl RuleSlot {
+    fn held(&self) -> Held {
+        Held {
+            reservations: self.reservations,
+            fleet: self.fleet,
+            refused_until_ms: self.refused_until_ms,
+        }
+    }
+
     /// The slot as it stands in the window containing `now`: a past
     /// window's spend and expired reservations count for nothing.
     pub fn at(mut self, window: Window, now_ms: u64) -> RuleSlot {

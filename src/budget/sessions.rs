@@ -1,12 +1,11 @@
 //! HTTP session budgets: a bounded set of reused slots in the store.
 
+use super::held::{self, Held};
 use super::reservations::{Reservations, Ticket};
 use crate::config::SessionConfig;
 use crate::fleet::FleetTally;
 use crate::money::Micros;
-use crate::store::{
-    read_u64s, update, write_u64s, Record, Store, StoreError, CREATE_CAS, MAX_CAS_ATTEMPTS,
-};
+use crate::store::{read_u64s, update, Record, Store, StoreError, CREATE_CAS, MAX_CAS_ATTEMPTS};
 use sha2::{Digest, Sha256};
 
 pub const KEY_SWEEP: &str = "costguard/v1/sweep";
@@ -129,56 +128,35 @@ pub struct SessionSlot {
 
 impl Record for SessionSlot {
     fn encode(&self) -> Vec<u8> {
-        let [period, current, previous] = self.reservations.to_u64s();
-        let [unreported, in_flight, since, acknowledged, reset_at, remaining] =
-            self.fleet.to_u64s();
-        write_u64s(
+        let held = Held {
+            reservations: self.reservations,
+            fleet: self.fleet,
+            refused_until_ms: self.refused_until_ms,
+        };
+        held::encode(
             &self.fingerprint,
-            &[
-                self.spend,
-                self.last_seen_ms,
-                self.flags,
-                period,
-                current,
-                previous,
-                unreported,
-                in_flight,
-                since,
-                acknowledged,
-                reset_at,
-                remaining,
-                self.refused_until_ms,
-            ],
+            [self.spend, self.last_seen_ms, self.flags],
+            &held,
         )
     }
     fn decode(bytes: &[u8]) -> Option<Self> {
-        let (fp, rest) = bytes.split_at_checked(16)?;
-        // Records written before reservations and fleet sessions existed
-        // have three values: their other fields start at zero.
-        let mut v = [0u64; 13];
-        match rest.len() / 8 {
-            3 => v[..3].copy_from_slice(&read_u64s::<3>(rest)?),
-            _ => v = read_u64s::<13>(rest)?,
-        }
-        let [spend, last_seen_ms, flags, period, current, previous, unreported, in_flight, in_flight_since_ms, acknowledged, reset_at_ms, remaining_hits, refused_until_ms] =
-            v;
-        let mut fingerprint = [0u8; 16];
-        fingerprint.copy_from_slice(fp);
+        let (fingerprint, [spend, last_seen_ms, flags], h) = match held::decode(bytes) {
+            Some(decoded) => decoded,
+            // Records written before reservations and fleet sessions existed
+            // have three values: the rest starts at zero.
+            None => {
+                let (fp, rest) = bytes.split_at_checked(16)?;
+                (fp.try_into().ok()?, read_u64s::<3>(rest)?, Held::default())
+            }
+        };
         Some(SessionSlot {
             fingerprint,
             spend,
             last_seen_ms,
             flags,
-            reservations: Reservations::from_u64s([period, current, previous]),
-            fleet: FleetTally::from_u64s([
-                unreported,
-                in_flight,
-                in_flight_since_ms,
-                acknowledged,
-                reset_at_ms,
-                remaining_hits,
-            ]),
-            refused_until_ms,
+            reservations: h.reservations,
+            fleet: h.fleet,
+            refused_until_ms: h.refused_until_ms,
         })
     }
 }
