@@ -61,20 +61,47 @@ pub(crate) fn read_u64s<const N: usize>(bytes: &[u8]) -> Option<[u64; N]> {
     Some(out)
 }
 
+/// A record as read from the store, with its CAS token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen<R> {
+    pub record: Option<R>,
+    pub cas: u32,
+}
+
 /// Updates one key with a CAS loop: `f` sees the current record (None when
 /// absent) and returns the new one, or None to leave the key as it is.
 /// Returns the record before and after.
 pub fn update<S: Store + ?Sized, R: Record + Clone>(
     store: &S,
     key: &str,
+    f: impl FnMut(Option<&R>) -> Option<R>,
+) -> Result<(Option<R>, Option<R>), StoreError> {
+    update_from(store, key, None, f)
+}
+
+/// [`update`], whose first write is tried against `seen` (the record as
+/// read earlier) instead of reading it again: one store call instead of two
+/// when nothing wrote the key since. A conflict reads it as usual; so does
+/// a decision not to write, which is only ever taken on a fresh read.
+pub fn update_from<S: Store + ?Sized, R: Record + Clone>(
+    store: &S,
+    key: &str,
+    mut seen: Option<Seen<R>>,
     mut f: impl FnMut(Option<&R>) -> Option<R>,
 ) -> Result<(Option<R>, Option<R>), StoreError> {
     for _ in 0..MAX_CAS_ATTEMPTS {
-        let (current, cas) = match store.get(key)? {
-            Some((bytes, cas)) => (R::decode(&bytes), cas),
-            None => (None, CREATE_CAS),
+        let from_seen = seen.is_some();
+        let (current, cas) = match seen.take() {
+            Some(s) => (s.record, s.cas),
+            None => match store.get(key)? {
+                Some((bytes, cas)) => (R::decode(&bytes), cas),
+                None => (None, CREATE_CAS),
+            },
         };
         let Some(next) = f(current.as_ref()) else {
+            if from_seen {
+                continue;
+            }
             return Ok((current.clone(), current));
         };
         match store.set(key, &next.encode(), cas) {

@@ -372,6 +372,9 @@ impl RootContext for Root {
         let Some(shared) = &self.shared else { return };
         let now = host::now_ms();
         let vm = Rc::clone(&shared.vm);
+        if let Some(held) = vm.global_view.take_held() {
+            crate::http::write_global(&mut shared.env(), held, now);
+        }
         vm.metrics.flush();
         if let Ok(state) = budget::read_global(&SharedData) {
             shared.publish_global(&state, now);

@@ -5,7 +5,9 @@ use super::reservations::{Reservations, Ticket};
 use crate::config::SessionConfig;
 use crate::fleet::FleetTally;
 use crate::money::Micros;
-use crate::store::{read_u64s, update, Record, Store, StoreError, CREATE_CAS, MAX_CAS_ATTEMPTS};
+use crate::store::{
+    read_u64s, update, update_from, Record, Seen, Store, StoreError, CREATE_CAS, MAX_CAS_ATTEMPTS,
+};
 use sha2::{Digest, Sha256};
 
 pub const KEY_SWEEP: &str = "costguard/v1/sweep";
@@ -208,6 +210,9 @@ pub struct SessionOpen {
     pub evicted: bool,
     /// It took a slot that held nothing (so the tracked count grows).
     pub took_free_slot: bool,
+    /// The slot as read, when nothing was written to it: a later change can
+    /// try its write against it without reading again.
+    pub seen: Option<Seen<SessionSlot>>,
 }
 
 /// Writes to `last_seen_ms` are skipped when the stored one is this recent.
@@ -253,7 +258,12 @@ pub fn open_session<S: Store + ?Sized>(
                 key: key.clone(),
             };
             if state.is_live(cfg, now_ms) {
+                let mut seen = Some(Seen {
+                    record: Some(state),
+                    cas,
+                });
                 if now_ms.saturating_sub(state.last_seen_ms) >= TOUCH_GRANULARITY_MS {
+                    seen = None;
                     let touched = SessionSlot {
                         last_seen_ms: now_ms,
                         ..state
@@ -269,6 +279,7 @@ pub fn open_session<S: Store + ?Sized>(
                     started: false,
                     evicted: false,
                     took_free_slot: false,
+                    seen,
                 });
             }
             // Idle too long: its state is dropped, it starts afresh in place.
@@ -280,6 +291,7 @@ pub fn open_session<S: Store + ?Sized>(
                         started: true,
                         evicted: false,
                         took_free_slot: false,
+                        seen: None,
                     })
                 }
                 None => continue,
@@ -299,6 +311,7 @@ pub fn open_session<S: Store + ?Sized>(
                 started: true,
                 evicted: live,
                 took_free_slot: old.is_free(),
+                seen: None,
             });
         }
     }
@@ -388,11 +401,12 @@ pub fn reserve_session<S: Store + ?Sized>(
     store: &S,
     cfg: &SessionConfig,
     handle: &SessionHandle,
+    seen: Option<Seen<SessionSlot>>,
     amount: Micros,
     now_ms: u64,
 ) -> Result<SessionReserve, StoreError> {
     let mut outcome = SessionReserve::Lost;
-    update::<S, SessionSlot>(store, &slot_key(handle.slot), |current| {
+    update_from::<S, SessionSlot>(store, &slot_key(handle.slot), seen, |current| {
         let mut next = current.copied().unwrap_or_default();
         if next.fingerprint != handle.key.fingerprint {
             outcome = SessionReserve::Lost;

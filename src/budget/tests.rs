@@ -297,13 +297,13 @@ fn session_reservations_count_until_settled() {
     let open = open_session(&store, &c.session, &key, 0).unwrap();
     let mut tickets: Vec<Ticket> = Vec::new();
     for _ in 0..4 {
-        match reserve_session(&store, &c.session, &open.handle, 300_000, 1).unwrap() {
+        match reserve_session(&store, &c.session, &open.handle, None, 300_000, 1).unwrap() {
             SessionReserve::Reserved(t) => tickets.push(t),
             other => panic!("{other:?}"),
         }
     }
     assert_eq!(
-        reserve_session(&store, &c.session, &open.handle, 1, 2).unwrap(),
+        reserve_session(&store, &c.session, &open.handle, None, 1, 2).unwrap(),
         SessionReserve::NoRoom { spend: 0 }
     );
     let again = open_session(&store, &c.session, &key, 3).unwrap();
@@ -316,6 +316,27 @@ fn session_reservations_count_until_settled() {
     assert_eq!(after.state.spend, 400_000);
     assert_eq!(after.state.reservations.at(5).total(), 0);
     assert!(!after.state.has_no_room(&c.session, 5));
+
+    // A reservation against the record as admission read it: written without
+    // reading when nothing changed; a refusal is never decided on that read.
+    let seen = after
+        .seen
+        .expect("nothing was written: the read is reusable");
+    assert!(matches!(
+        reserve_session(&store, &c.session, &open.handle, Some(seen), 1, 6).unwrap(),
+        SessionReserve::Reserved(_)
+    ));
+    let stale_full = crate::store::Seen {
+        record: Some(SessionSlot {
+            spend: 5_000_000,
+            ..after.state
+        }),
+        cas: seen.cas,
+    };
+    assert!(matches!(
+        reserve_session(&store, &c.session, &open.handle, Some(stale_full), 1, 7).unwrap(),
+        SessionReserve::Reserved(_)
+    ));
 }
 
 #[test]
@@ -349,7 +370,7 @@ fn a_fleet_session_counts_the_fleets_spend_and_a_refusal() {
     assert_eq!((s.spend, s.spent(4)), (1_000_000, 4_500_000));
     assert!(!s.has_no_room(&c.session, 4));
     assert!(matches!(
-        reserve_session(&store, &c.session, &open.handle, 600_000, 5).unwrap(),
+        reserve_session(&store, &c.session, &open.handle, None, 600_000, 5).unwrap(),
         SessionReserve::Reserved(_)
     ));
     assert!(open_session(&store, &c.session, &key, 6)
@@ -389,4 +410,110 @@ fn a_fleet_session_counts_the_fleets_spend_and_a_refusal() {
             .hits,
         3
     );
+}
+
+#[test]
+fn global_spend_is_held_and_written_in_batches() {
+    // $100 budget: up to $1 (1/100) is held, for up to GLOBAL_HOLD_MS.
+    let c = config(r#"{"global":{"budget_usd":100,"window_s":60}}"#);
+    let g = &c.global;
+    let store = MemStore::default();
+    let view = GlobalView::default();
+    let t0 = 1_700_000_040_000; // a window boundary
+    assert_eq!(view.hold(g, 0, t0), None, "nothing held: nothing to write");
+    assert_eq!(view.hold(g, 300_000, t0), None);
+    assert_eq!(view.hold(g, 300_000, t0 + 50), None);
+    assert_eq!(
+        view.hold(g, 1, t0 + GLOBAL_HOLD_MS),
+        Some(600_001),
+        "due by age: everything held goes at once"
+    );
+    assert_eq!(view.hold(g, 999_999, t0 + 200), None);
+    assert_eq!(view.hold(g, 1, t0 + 201), Some(1_000_000), "due by size");
+    // Near the budget by the spend last seen: written at once.
+    let near = view
+        .write_held(&store, g, 99_500_000, t0 + 300, false)
+        .unwrap();
+    assert_eq!(near.state.window_spend, 99_500_000);
+    assert_eq!(view.hold(g, 400_000, t0 + 301), None);
+    assert_eq!(
+        view.hold(g, 100_000, t0 + 302),
+        Some(500_000),
+        "reaches $100"
+    );
+    // Spend held across a window boundary is written before the new window's.
+    assert_eq!(view.hold(g, 10, t0 + 59_990), None);
+    assert_eq!(view.hold(g, 10, t0 + 60_001), Some(20));
+    assert_eq!(view.take_held(), None);
+    assert_eq!(view.hold(g, 7, t0 + 60_002), None);
+    assert_eq!(view.take_held(), Some(7), "the tick takes what is held");
+    assert_eq!(view.take_held(), None);
+}
+
+#[test]
+fn a_failed_global_write_holds_the_spend_again() {
+    struct Down;
+    impl Store for Down {
+        fn get(&self, _: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+            Err(StoreError::Host(2))
+        }
+        fn set(&self, _: &str, _: &[u8], _: u32) -> Result<(), StoreError> {
+            Err(StoreError::Host(2))
+        }
+    }
+    let c = config(r#"{"global":{"budget_usd":100}}"#);
+    let view = GlobalView::default();
+    assert!(view.write_held(&Down, &c.global, 5_000, 0, false).is_err());
+    assert_eq!(view.hold(&c.global, 1, 1), None);
+    assert_eq!(view.take_held(), Some(5_001), "kept for the next write");
+    let store = MemStore::default();
+    view.write_held(&store, &c.global, 5_001, 2, false).unwrap();
+    assert_eq!(read_global(&store).unwrap().window_spend, 5_001);
+}
+
+mod held_spend_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the bookings, their times and the ticks in between, every
+        /// micro-dollar booked is written to the window exactly once or still
+        /// held, and nothing is held longer than GLOBAL_HOLD_MS past a booking.
+        #[test]
+        fn nothing_held_is_lost_or_written_twice(
+            steps in proptest::collection::vec((0u64..3_000_000, 0u64..150, any::<bool>()), 1..200)
+        ) {
+            let c = config(r#"{"global":{"budget_usd":1000000,"window_s":1}}"#);
+            let g = &c.global;
+            let store = MemStore::default();
+            let view = GlobalView::default();
+            let (mut now, mut booked, mut written) = (1_700_000_000_000u64, 0u64, 0u64);
+            let mut oldest_held: Option<u64> = None;
+            for (cost, wait, tick) in steps {
+                now += wait;
+                booked += cost;
+                if cost > 0 && oldest_held.is_none() {
+                    oldest_held = Some(now);
+                }
+                let mut write = view.hold(g, cost, now);
+                if tick && write.is_none() {
+                    write = view.take_held();
+                }
+                match write {
+                    Some(amount) => {
+                        view.write_held(&store, g, amount, now, false).unwrap();
+                        written += amount;
+                        oldest_held = None;
+                    }
+                    None => {
+                        if let Some(since) = oldest_held {
+                            prop_assert!(now - since < GLOBAL_HOLD_MS);
+                        }
+                    }
+                }
+            }
+            written += view.take_held().unwrap_or(0);
+            prop_assert_eq!(written, booked);
+        }
+    }
 }

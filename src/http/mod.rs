@@ -31,7 +31,8 @@ pub use include_usage::{inspect_chat_request, Injection, MAX_REWRITE_BODY};
 
 use crate::budget::reservations::Ticket;
 use crate::budget::{
-    self, GlobalState, GlobalView, SessionHandle, SessionKey, SessionReserve, Store, StoreError,
+    self, GlobalState, GlobalView, SessionHandle, SessionKey, SessionReserve, SessionSlot, Store,
+    StoreError,
 };
 use crate::config::{Config, FailMode, ReservationMode};
 use crate::headers::HeaderPairs;
@@ -40,6 +41,7 @@ use crate::money::{format_usd, Micros};
 use crate::pricing::{price, PriceTable, Priced};
 use crate::realtime::{self, RealtimeSession};
 use crate::replies::{self, LocalReply};
+use crate::store::Seen;
 use budgets::AppliedRule;
 use estimate::{RequestFacts, RequestReader};
 use std::borrow::Cow;
@@ -151,20 +153,28 @@ pub trait HttpEnv {
     fn filter_state(&mut self, key: FilterState, value: &str);
 }
 
-/// Books a priced response's spend: stats, then the global window.
+/// Books a priced response's spend: stats, then the global window (held
+/// in the VM and written in batches: [`GlobalView::hold`]).
 pub fn book_global(env: &mut dyn HttpEnv, priced: Priced) {
     let now = env.now_ms();
     let cost = priced.cost;
     env.event(Event::Priced(priced));
-    let global = env.config().global.clone();
+    let global = &env.config().global;
+    let Some(amount) = env.global_view().hold(global, cost, now) else {
+        return;
+    };
+    write_global(env, amount, now);
+}
+
+/// Writes held spend to the global window.
+pub fn write_global(env: &mut dyn HttpEnv, amount: Micros, now: u64) {
     let fleet = env.config().global_store.is_some();
-    match budget::add_global_spend(env.store(), &global, cost, now, fleet) {
-        Ok(added) => {
-            env.global_view().note(added.state, now);
-            if added.tripped {
-                env.event(Event::BreakerTripped(added.state));
-            }
-        }
+    let written =
+        env.global_view()
+            .write_held(env.store(), &env.config().global, amount, now, fleet);
+    match written {
+        Ok(added) if added.tripped => env.event(Event::BreakerTripped(added.state)),
+        Ok(_) => {}
         Err(error) => env.event(Event::StoreFailed {
             doing: "book global spend",
             error,
@@ -256,6 +266,9 @@ struct HttpSession {
     remaining: Micros,
     /// The call's reservation.
     ticket: Option<Ticket>,
+    /// The session's record as admission read it (the reservation writes
+    /// against it rather than reading it again).
+    seen: Option<Seen<SessionSlot>>,
 }
 
 /// One request/response exchange (see the module docs).
@@ -526,7 +539,8 @@ impl HttpExchange {
         };
         if let (Some(session), true) = (&mut self.session, amount > 0) {
             let cfg = &env.config().session;
-            match budget::reserve_session(env.store(), cfg, &session.handle, amount, now) {
+            let seen = session.seen.take();
+            match budget::reserve_session(env.store(), cfg, &session.handle, seen, amount, now) {
                 Ok(SessionReserve::Reserved(ticket)) => session.ticket = Some(ticket),
                 Ok(SessionReserve::NoRoom { spend }) => {
                     let reply = replies::session_budget_exceeded(spend, cfg.budget);
@@ -617,6 +631,7 @@ impl HttpExchange {
             handle: open.handle,
             remaining: budget.saturating_sub(open.state.spend),
             ticket: None,
+            seen: open.seen,
         });
         Ok(())
     }

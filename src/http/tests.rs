@@ -8,21 +8,32 @@ use crate::store::mem::MemStore;
 use std::cell::Cell;
 use std::collections::HashMap;
 
-/// A store that can be made to fail every call.
+/// A store that can be made to fail every call, and counts them.
 #[derive(Default)]
 struct FlakyStore {
     inner: MemStore,
     failing: Cell<bool>,
+    gets: Cell<u32>,
+    sets: Cell<u32>,
+}
+
+impl FlakyStore {
+    /// (gets, sets) since the last call.
+    fn take_calls(&self) -> (u32, u32) {
+        (self.gets.take(), self.sets.take())
+    }
 }
 
 impl Store for FlakyStore {
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        self.gets.set(self.gets.get() + 1);
         if self.failing.get() {
             return Err(StoreError::Host(2));
         }
         self.inner.get(key)
     }
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+        self.sets.set(self.sets.get() + 1);
         if self.failing.get() {
             return Err(StoreError::Host(2));
         }
@@ -557,3 +568,45 @@ fn a_booking_that_trips_the_breaker_says_so() {
 }
 
 mod budgets;
+
+/// The store calls a metered request of a known session costs: the
+/// admission's read, the reservation's write (against that read), the
+/// settlement's read and write; the global window's spend is held.
+#[test]
+fn a_session_request_costs_four_store_calls() {
+    let mut env = FakeEnv::new(CONFIG);
+    let body = br#"{"model":"gpt-5","messages":[]}"#;
+    let request = |env: &mut FakeEnv| {
+        let mut ex = HttpExchange::new();
+        assert!(matches!(
+            ex.on_request_headers(env, &chat_request(Some("s")), false),
+            Admission::Admit { .. }
+        ));
+        assert_eq!(ex.on_request_body(body.len(), true), RequestBody::Rewrite);
+        ex.rewrite_request_body(env, body).unwrap();
+        ex.on_response_headers(env, &json_response(), false);
+        ex.on_response_body(env, chat_body(1).as_bytes(), true);
+        ex.on_end(env);
+        env.store.take_calls()
+    };
+    // The first request also reads the global window, probes for a free
+    // slot and claims it.
+    request(&mut env);
+    assert_eq!(request(&mut env), (2, 2));
+    assert_eq!(request(&mut env), (2, 2));
+    // Later than GLOBAL_MAX_AGE_MS: the admission reads the global window
+    // again, and the held spend (older than GLOBAL_HOLD_MS) is written.
+    env.now += 500;
+    assert_eq!(request(&mut env), (4, 3));
+    // A write by someone else in between: the write against the stale read
+    // fails, and the reservation reads and writes again.
+    let mut ex = HttpExchange::new();
+    ex.on_request_headers(&mut env, &chat_request(Some("s")), false);
+    call(&mut env, Some("s"), 1);
+    env.store.take_calls();
+    ex.on_request_body(body.len(), true);
+    ex.rewrite_request_body(&mut env, body).unwrap();
+    assert_eq!(env.store.take_calls(), (1, 2));
+    assert_eq!(env.session_spend("s"), 5 * 10_000);
+    assert_eq!(env.view.take_held(), Some(10_000), "held for the tick");
+}
