@@ -74,16 +74,16 @@ impl Stream {
             self.realtime = None;
             return;
         }
-        for (name, value) in self.exchange.response_headers_to_set() {
+        let config = &self.shared.config;
+        for (name, value) in self.exchange.response_headers_to_set(config) {
             set_response_header(name, &value);
         }
         let Some(rt) = &mut self.realtime else { return };
         rt.established = true;
-        set_response_header(HEADER_SESSION_ID, &rt.session.id);
-        set_response_header(
-            HEADER_SESSION_REMAINING,
-            &format_usd(self.shared.config.session.budget),
-        );
+        if config.response_headers {
+            set_response_header(HEADER_SESSION_ID, &rt.session.id);
+            set_response_header(HEADER_SESSION_REMAINING, &format_usd(config.session.budget));
+        }
         let m = &self.shared.vm.metrics;
         m.sessions_started.inc();
         m.sessions_active.shift(1);
@@ -99,9 +99,11 @@ impl Stream {
         if !rt.established {
             return;
         }
-        let spend = format_usd(rt.session.spend);
-        for key in [FilterState::CostUsd, FilterState::SessionCostUsd] {
-            let _ = host::set_filter_state(key.key(), spend.as_bytes());
+        if self.shared.config.filter_state {
+            let spend = format_usd(rt.session.spend);
+            for key in [FilterState::CostUsd, FilterState::SessionCostUsd] {
+                let _ = host::set_filter_state(key.key(), spend.as_bytes());
+            }
         }
         let m = &self.shared.vm.metrics;
         m.sessions_ended.inc();
@@ -234,7 +236,7 @@ impl HttpContext for Stream {
             self.realtime_established();
             return Action::Continue;
         }
-        for (name, value) in self.exchange.response_headers_to_set() {
+        for (name, value) in self.exchange.response_headers_to_set(&self.shared.config) {
             set_response_header(name, &value);
         }
         if !self.exchange.reads_response_headers() {

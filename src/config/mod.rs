@@ -92,6 +92,10 @@ pub struct Config {
     pub price_catalog: Option<PriceCatalogConfig>,
     /// `budgets`, `reservation`, `budgets_max_keys`.
     pub budgets: Budgets,
+    /// `response_headers`: the `x-costguard-*` response headers.
+    pub response_headers: bool,
+    /// `filter_state`: the `costguard.*` filter state an access log can read.
+    pub filter_state: bool,
 }
 
 /// A configuration error, naming the key.
@@ -298,6 +302,8 @@ impl Config {
                 "budgets",
                 "reservation",
                 "budgets_max_keys",
+                "response_headers",
+                "filter_state",
             ],
         )?;
         let empty = Value::Object(Map::new());
@@ -500,6 +506,8 @@ impl Config {
             prices,
             allowed_origins,
             inject_stream_usage: root.bool("inject_stream_usage", true)?,
+            response_headers: root.bool("response_headers", true)?,
+            filter_state: root.bool("filter_state", true)?,
             fail_mode,
             global_store,
             price_catalog,
@@ -530,6 +538,7 @@ mod tests {
         assert_eq!(c.global.budget, 100_000_000);
         assert_eq!((c.global.window_s, c.global.cooldown_s), (3600, 300));
         assert!(c.inject_stream_usage);
+        assert!(c.response_headers && c.filter_state);
         assert_eq!(c.fail_mode, FailMode::Open);
         assert!(c.global_store.is_none());
         assert_eq!(c.prices.lookup("gpt-5").prices().input, 1_250_000);
@@ -676,6 +685,8 @@ mod tests {
             error_key(r#"{"inject_stream_usage":"yes"}"#),
             "inject_stream_usage"
         );
+        assert_eq!(error_key(r#"{"response_headers":1}"#), "response_headers");
+        assert_eq!(error_key(r#"{"filter_state":"no"}"#), "filter_state");
         assert_eq!(error_key(r#"{"fail_mode":"ajar"}"#), "fail_mode");
         assert_eq!(
             error_key(r#"{"global_store":{}}"#),

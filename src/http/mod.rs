@@ -153,6 +153,14 @@ pub trait HttpEnv {
     fn filter_state(&mut self, key: FilterState, value: &str);
 }
 
+/// Writes filter state, when the configuration asks for it (`filter_state`):
+/// the value is only formatted then.
+fn set_state(env: &mut dyn HttpEnv, key: FilterState, value: impl FnOnce() -> String) {
+    if env.config().filter_state {
+        env.filter_state(key, &value());
+    }
+}
+
 /// Books a priced response's spend: stats, then the global window (held
 /// in the VM and written in batches: [`GlobalView::hold`]).
 pub fn book_global(env: &mut dyn HttpEnv, priced: Priced) {
@@ -463,7 +471,7 @@ impl HttpExchange {
             a.handle = None;
         }
         let id = realtime::uuid_v4(env.random_16());
-        env.filter_state(FilterState::SessionId, &id);
+        set_state(env, FilterState::SessionId, || id.clone());
         let mut session = RealtimeSession::new(id, model.unwrap_or_default(), now);
         session.rules = rules;
         Admission::Admit {
@@ -513,7 +521,9 @@ impl HttpExchange {
     fn note_budget_remaining(&mut self, env: &mut dyn HttpEnv, least: Option<Micros>) {
         if let Some(remaining) = least {
             self.budget_remaining = Some(remaining);
-            env.filter_state(FilterState::BudgetRemainingUsd, &format_usd(remaining));
+            set_state(env, FilterState::BudgetRemainingUsd, || {
+                format_usd(remaining)
+            });
         }
     }
 
@@ -621,10 +631,12 @@ impl HttpExchange {
         if open.evicted {
             env.event(Event::SessionEvicted);
         }
-        env.filter_state(FilterState::SessionId, &key.display_id);
+        set_state(env, FilterState::SessionId, || key.display_id.clone());
         if over {
             env.event(Event::RejectedSessionBudget);
-            env.filter_state(FilterState::SessionCostUsd, &format_usd(open.state.spend));
+            set_state(env, FilterState::SessionCostUsd, || {
+                format_usd(open.state.spend)
+            });
             return Err(replies::session_budget_exceeded(open.state.spend, budget));
         }
         self.session = Some(HttpSession {
@@ -706,9 +718,14 @@ impl HttpExchange {
         })
     }
 
-    /// Response headers to set (before anything else of the response).
-    pub fn response_headers_to_set(&self) -> impl Iterator<Item = (&'static str, Cow<'_, str>)> {
-        let session = self.session.iter().flat_map(|s| {
+    /// Response headers to set (before anything else of the response);
+    /// none with `response_headers: false`.
+    pub fn response_headers_to_set(
+        &self,
+        config: &Config,
+    ) -> impl Iterator<Item = (&'static str, Cow<'_, str>)> {
+        let enabled = config.response_headers;
+        let session = self.session.iter().filter(move |_| enabled).flat_map(|s| {
             [
                 (
                     HEADER_SESSION_ID,
@@ -722,6 +739,7 @@ impl HttpExchange {
         });
         let budget = self
             .budget_remaining
+            .filter(|_| enabled)
             .map(|r| (HEADER_BUDGET_REMAINING, Cow::Owned(format_usd(r))));
         session.chain(budget)
     }
@@ -813,7 +831,7 @@ impl HttpExchange {
     /// Books a priced response: the session's spend and the budget rules',
     /// then the stats and the global window.
     fn book(&mut self, env: &mut dyn HttpEnv, priced: Priced) {
-        env.filter_state(FilterState::CostUsd, &format_usd(priced.cost));
+        set_state(env, FilterState::CostUsd, || format_usd(priced.cost));
         self.settle_budgets(env, priced.cost);
         book_global(env, priced);
     }
@@ -843,7 +861,9 @@ impl HttpExchange {
         match budget::settle_session(env.store(), &session.handle, ticket, cost, fleet, now) {
             Ok(added) if !added.lost => {
                 if cost > 0 {
-                    env.filter_state(FilterState::SessionCostUsd, &format_usd(added.after.spend));
+                    set_state(env, FilterState::SessionCostUsd, || {
+                        format_usd(added.after.spend)
+                    });
                     if fleet {
                         env.event(Event::SessionFleetPending(session.handle.clone()));
                     }

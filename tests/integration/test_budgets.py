@@ -118,6 +118,23 @@ def test_access_log_shows_session_and_costs(envoy):
         [("1.25", "1.25"), ("2.5", "3.75")]
 
 
+def test_response_headers_and_filter_state_can_be_turned_off(start_envoy):
+    """Options that cost a host call each: off, nothing is added to responses or
+    the access log, and budgets hold all the same."""
+    e = start_envoy({**SEED, "response_headers": False, "filter_state": False})
+    for _ in range(2):
+        r = call(e, "quiet-session", 250, trace="quiet")
+        assert r.status_code == 200
+        assert not [h for h in r.headers if h.lower().startswith("x-costguard-")], dict(r.headers)
+    r = call(e, "quiet-session", 1)
+    assert r.status_code == 429 and r.json()["error"]["code"] == "session_budget_exceeded"
+    e.wait_stat("costguard.cost_micro_usd", 5_000_000)
+    entries = wait_until(lambda: e.access_log_entries()[2:] and e.access_log_entries(), what="three entries")
+    for entry in entries:
+        values = {k: v for k, v in entry.items() if k.startswith("costguard_")}
+        assert values and all(v in (None, "-") for v in values.values()), entry
+
+
 def test_fail_mode_closed_stops_a_session_whose_usage_is_missing(start_envoy):
     e = start_envoy({**SEED, "fail_mode": "closed"})
     r = chat(e, model="gpt-5", headers={"x-session-id": "no-usage", "x-sim-body": "no-usage"})

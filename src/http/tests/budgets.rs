@@ -319,10 +319,28 @@ fn remaining_room_is_a_response_header() {
     let mut ex = HttpExchange::new();
     open(&mut env, &mut ex, &h, &body("gpt-5", 10)).unwrap();
     let set: Vec<(&str, String)> = ex
-        .response_headers_to_set()
+        .response_headers_to_set(&env.config)
         .map(|(n, v)| (n, v.into_owned()))
         .collect();
     assert_eq!(set, [(HEADER_BUDGET_REMAINING, "0.7".to_string())]);
+    assert_eq!(env.filter[&FilterState::BudgetRemainingUsd], "0.7");
+}
+
+#[test]
+fn response_headers_and_filter_state_can_be_turned_off() {
+    let config = RULES.replacen('{', r#"{"response_headers":false,"filter_state":false,"#, 1);
+    let mut env = env_at(&config);
+    let h = request(&[("x-api-key", "a"), ("x-session-id", "s")]);
+    let mut ex = HttpExchange::new();
+    open(&mut env, &mut ex, &h, &body("gpt-5", 10)).unwrap();
+    assert_eq!(ex.response_headers_to_set(&env.config).count(), 0);
+    finish(&mut env, &mut ex, "gpt-5", 1000);
+    assert!(env.filter.is_empty(), "{:?}", env.filter);
+    assert_eq!(
+        env.session_spend("s"),
+        30_000,
+        "the call is booked all the same"
+    );
 }
 
 #[test]
