@@ -78,26 +78,53 @@ fn captured_tier(scanner: &JsonScanner, target: usize) -> Option<ServiceTier> {
         .map(ServiceTier::from_response)
 }
 
+/// `usage` or `response.usage`, when present and not null.
+fn usage_of(scanner: &JsonScanner) -> Option<Result<Usage, UsageError>> {
+    [USAGE, RESPONSE_USAGE]
+        .into_iter()
+        .filter_map(|t| captured_bytes(scanner, t))
+        .find(|bytes| !matches!(bytes, Ok(b) if b.trim_ascii() == b"null"))
+        .map(|bytes| bytes.and_then(Usage::from_json))
+}
+
+/// The first non-empty `model`, `response.model` or `session.model`,
+/// unless it is `current` (then None: a stream names the same model in
+/// every event, and this spares an allocation per event).
+fn model_unless(scanner: &JsonScanner, current: Option<&str>) -> Option<String> {
+    for target in [MODEL, RESPONSE_MODEL, SESSION_MODEL] {
+        let Some(Ok(bytes)) = captured_bytes(scanner, target) else {
+            continue;
+        };
+        let unescaped = bytes
+            .trim_ascii()
+            .strip_prefix(b"\"")
+            .and_then(|b| b.strip_suffix(b"\""))
+            .filter(|inner| !inner.contains(&b'\\'));
+        if current.is_some_and(|c| !c.is_empty() && unescaped == Some(c.as_bytes())) {
+            return None;
+        }
+        if let Some(model) = json_string(bytes).filter(|m| !m.is_empty()) {
+            return Some(model);
+        }
+    }
+    None
+}
+
+/// `service_tier` or `response.service_tier`.
+fn tier_of(scanner: &JsonScanner) -> Option<ServiceTier> {
+    [SERVICE_TIER, RESPONSE_SERVICE_TIER]
+        .into_iter()
+        .find_map(|t| captured_tier(scanner, t))
+}
+
 impl DocumentFacts {
     /// Reads what the scanner captured from one document (with [`USAGE_PATHS`]).
     pub fn from_scanner(scanner: &JsonScanner) -> DocumentFacts {
-        let usage = [USAGE, RESPONSE_USAGE]
-            .into_iter()
-            .filter_map(|t| captured_bytes(scanner, t))
-            .find(|bytes| !matches!(bytes, Ok(b) if b.trim_ascii() == b"null"))
-            .map(|bytes| bytes.and_then(Usage::from_json));
-        let model = [MODEL, RESPONSE_MODEL, SESSION_MODEL]
-            .into_iter()
-            .filter_map(|t| captured_string(scanner, t))
-            .find(|m| !m.is_empty());
-        let service_tier = [SERVICE_TIER, RESPONSE_SERVICE_TIER]
-            .into_iter()
-            .find_map(|t| captured_tier(scanner, t));
         DocumentFacts {
             event_type: captured_string(scanner, TYPE),
-            model,
-            usage,
-            service_tier,
+            model: model_unless(scanner, None),
+            usage: usage_of(scanner),
+            service_tier: tier_of(scanner),
         }
     }
 }
@@ -148,15 +175,17 @@ impl EventSink for SseUsage {
             return;
         }
         let complete = self.scanner.finish().is_ok() && !end.oversized;
-        let facts = DocumentFacts::from_scanner(&self.scanner);
-        self.scanner.reset();
-        if let Some(m) = facts.model {
+        // What a stream needs of each event, read without allocating in the
+        // usual case (the same model again, no usage, no type).
+        let usage = usage_of(&self.scanner);
+        if let Some(m) = model_unless(&self.scanner, self.model.as_deref()) {
             self.model = Some(m);
         }
-        if let Some(t) = facts.service_tier {
+        if let Some(t) = tier_of(&self.scanner) {
             self.tier = Some(t);
         }
-        match facts.usage {
+        self.scanner.reset();
+        match usage {
             Some(Ok(u)) => self.usage = Some(u),
             Some(Err(_)) => self.malformed_events += 1,
             None if !complete => self.malformed_events += 1,
@@ -376,6 +405,23 @@ mod tests {
             tier(meter_split(BodyKind::Json, default, 3)),
             ServiceTier::Standard
         );
+    }
+
+    #[test]
+    fn sse_model_is_the_last_one_named() {
+        let body = concat!(
+            "data: {\"model\":\"a\",\"usage\":null}\n\n",
+            "data: {\"model\":\"a\"}\n\n",
+            "data: {\"model\":\"\",\"response\":{\"model\":\"b\\u0031\"}}\n\n",
+            "data: {\"model\":\"b1\",\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\n",
+            "data: {\"choices\":[]}\n\n",
+        );
+        let mut m = ResponseMeter::new(BodyKind::EventStream);
+        m.feed(body.as_bytes());
+        match m.finish() {
+            Metered::Usage { model, .. } => assert_eq!(model.as_deref(), Some("b1")),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
