@@ -35,8 +35,44 @@ CONFIGS = {
     "do-nothing Wasm": {"wasm": NOOP_WASM},
     "costguard": {},
     "costguard + sessions": {"sessions": 64},
+    "costguard + sessions, no headers/filter state": {
+        "sessions": 64, "config": {"response_headers": False, "filter_state": False}},
 }
 COSTGUARD_CONFIG = {"session": {"budget_usd": 1000000000}, "global": {"budget_usd": 1000000000}}
+
+# Host-call probes (small JSON only): the do-nothing filter making PROBE_CALLS
+# calls of one kind per request. name: (probe configuration, what it stands for)
+PROBE_CALLS = 20
+PROBES = {
+    "get_headers": "`proxy_get_header_map_pairs` (a whole header map into the VM)",
+    "get_body": "`proxy_get_buffer_bytes` (a body chunk into the VM)",
+    "shared_get": "`proxy_get_shared_data` (a 104-byte record)",
+    "shared_set": "`proxy_set_shared_data` (a write against a CAS read earlier)",
+    "shared_cas": "`proxy_get_shared_data` + `proxy_set_shared_data` with its CAS",
+    "set_property": "`proxy_set_property` (one filter-state value)",
+    "set_header": "`proxy_replace_header_map_value` (one response header)",
+    "remove_header": "`proxy_remove_header_map_value` (of a header the request lacks)",
+    "time": "`proxy_get_current_time_nanoseconds`",
+}
+# Every host call of a small JSON Chat Completions request (no streaming), in
+# order: (probe that prices it, calls without a session, with one, why it stays).
+SMALL_REQUEST_CALLS = [
+    ("get_headers", 1, 1, "request headers: path, session id, rule keys, content-length, upgrade — one copy for all"),
+    ("time", 1, 1, "the clock for the breaker, session and rule windows (once per callback that needs it)"),
+    ("shared_get", 0, 1, "the session's record: refuse before the upstream is called"),
+    ("set_property", 0, 1, "`costguard.session_id` for the access log (`filter_state: false` drops it)"),
+    ("remove_header", 1, 1, "`content-length`: a streaming request's body may be rewritten (include_usage), so every Chat request body goes chunked"),
+    ("get_body", 1, 1, "the request body: `stream`, `model`, the estimate's size and maxima"),
+    ("time", 0, 1, "the clock for the reservation"),
+    ("shared_set", 0, 1, "the session reservation: a write against admission's read (no second read)"),
+    ("set_header", 0, 2, "`x-costguard-session-id`, `x-costguard-session-remaining-usd` (`response_headers: false` drops them)"),
+    ("get_headers", 1, 1, "response headers: status, content type and encoding decide how to meter"),
+    ("get_body", 1, 1, "the response body: usage, model, service tier"),
+    ("time", 1, 1, "the clock for booking"),
+    ("set_property", 1, 1, "`costguard.cost_usd` (`filter_state: false` drops it)"),
+    ("shared_cas", 0, 1, "the session's settlement: reservation out, cost in"),
+    ("set_property", 0, 1, "`costguard.session_cost_usd` (`filter_state: false` drops it)"),
+]
 
 WS_LOAD = ROOT / "target" / "release" / "ws-load"
 # Realtime sessions: each response is 4 audio deltas of 8 KB, then response.done (priced).
@@ -53,7 +89,8 @@ WORKLOADS = {
 
 
 def start_envoy(sim_port, name, spec):
-    e = Envoy(sim_port, COSTGUARD_CONFIG, concurrency=2, no_filter=spec.get("no_filter", False),
+    config = spec.get("plugin_config", {**COSTGUARD_CONFIG, **spec.get("config", {})})
+    e = Envoy(sim_port, config, concurrency=2, no_filter=spec.get("no_filter", False),
               wasm=spec.get("wasm", WASM))
     e.wasm_path = Path(spec.get("wasm", WASM))
     started = time.monotonic()
@@ -67,6 +104,7 @@ def start_envoy(sim_port, name, spec):
 def wrk(envoy, workload, seconds, connections):
     env = dict(os.environ, BENCH_BODY=json.dumps(workload["body"]),
                BENCH_HEADERS=json.dumps(workload.get("headers", {})), BENCH_SESSIONS=str(envoy.sessions))
+    cpu_before = envoy_cpu_s(envoy)
     r = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(LUA),
                         f"{envoy.url}{workload['path']}"], capture_output=True, text=True, env=env,
                        timeout=seconds + 60)
@@ -77,10 +115,21 @@ def wrk(envoy, workload, seconds, connections):
     if out["errors"] or out["non2xx"]:
         raise RuntimeError(f"{envoy.name}: {out['errors']} errors, {out['non2xx']} non-2xx")
     out["rps"] = out["requests"] / (out["duration_us"] / 1e6)
+    out["cpu_us"] = (envoy_cpu_s(envoy) - cpu_before) * 1e6 / max(out["requests"], 1)
     return out
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def envoy_cpu_s(envoy):
+    """CPU time (user + system, every thread) Envoy has used so far."""
+    fields = Path(f"/proc/{envoy.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 def ws_load(envoy, seconds, sessions):
+    cpu_before = envoy_cpu_s(envoy)
     r = subprocess.run([str(WS_LOAD), f"ws://127.0.0.1:{envoy.port}/v1/realtime?model=gpt-realtime",
                         str(sessions), str(seconds), "4", "8000"], capture_output=True, text=True,
                        timeout=seconds + 60)
@@ -88,6 +137,7 @@ def ws_load(envoy, seconds, sessions):
     if out["errors"]:
         raise RuntimeError(f"{envoy.name}: {out['errors']} WebSocket sessions failed")
     out["rps"] = out["responses"] / out["seconds"]
+    out["cpu_us"] = (envoy_cpu_s(envoy) - cpu_before) * 1e6 / max(out["responses"], 1)
     return out
 
 
@@ -110,44 +160,56 @@ def main():
 
     sim = Sim()
     envoys = []
+    probes = []
     try:
         for name, spec in CONFIGS.items():
             envoys.append(start_envoy(sim.port, name, spec))
+        for probe in PROBES:
+            probes.append(start_envoy(sim.port, f"probe {probe}",
+                                      {"wasm": NOOP_WASM, "plugin_config": f"{probe} {PROBE_CALLS}"}))
+        small = WORKLOADS["small JSON"]
         # Warm up every Envoy and its connection pool.
         for e in envoys:
             for w in WORKLOADS.values():
                 wrk(e, w, 1, 4)
-        results = {(w, e.name): {"rps": [], "p50": [], "p99": [], "p999": [], "p50_1c": []}
-                   for w in [*WORKLOADS, WS_WORKLOAD] for e in envoys}
+        for e in probes:
+            wrk(e, small, 1, 4)
+        metrics = ("rps", "p50", "p99", "p999", "p50_1c", "cpu_us")
+        results = {(w, e.name): {k: [] for k in metrics}
+                   for w in [*WORKLOADS, WS_WORKLOAD] for e in envoys + probes}
         for rnd in range(a.rounds):
             for wname, w in WORKLOADS.items():
-                for e in envoys:  # interleaved: A B C D, A B C D, …
+                # interleaved: A B C D, A B C D, … (small JSON: the probes too)
+                for e in envoys + (probes if wname == "small JSON" else []):
                     r = wrk(e, w, a.seconds, a.connections)
-                    one = wrk(e, w, max(2, a.seconds // 2), 1)
                     res = results[(wname, e.name)]
-                    res["rps"].append(r["rps"])
-                    for k in ("p50", "p99", "p999"):
+                    for k in ("rps", "p50", "p99", "p999", "cpu_us"):
                         res[k].append(r[k])
+                    if e in probes:
+                        print(f"round {rnd + 1} {wname:15} {e.name:22} {r['rps']:9.0f} req/s  "
+                              f"CPU {r['cpu_us']:.1f} µs/req", flush=True)
+                        continue
+                    one = wrk(e, w, max(2, a.seconds // 2), 1)
                     res["p50_1c"].append(one["p50"])
                     print(f"round {rnd + 1} {wname:15} {e.name:22} {r['rps']:9.0f} req/s  p50 {r['p50']} µs  "
-                          f"p99 {r['p99']} µs  1-conn p50 {one['p50']} µs", flush=True)
+                          f"p99 {r['p99']} µs  1-conn p50 {one['p50']} µs  CPU {r['cpu_us']:.1f} µs/req",
+                          flush=True)
             for e in envoys:
                 r = ws_load(e, a.seconds, 8)
                 one = ws_load(e, max(2, a.seconds // 2), 1)
                 res = results[(WS_WORKLOAD, e.name)]
-                res["rps"].append(r["rps"])
-                for k in ("p50", "p99", "p999"):
+                for k in ("rps", "p50", "p99", "p999", "cpu_us"):
                     res[k].append(r[k])
                 res["p50_1c"].append(one["p50"])
-                print(f"round {rnd + 1} {WS_WORKLOAD:15} {e.name:22} {r['rps']:9.0f} resp/s  p50 {r['p50']} µs",
-                      flush=True)
+                print(f"round {rnd + 1} {WS_WORKLOAD:15} {e.name:22} {r['rps']:9.0f} resp/s  p50 {r['p50']} µs  "
+                      f"CPU {r['cpu_us']:.1f} µs/resp", flush=True)
         rss = {e.name: e.rss_kib() for e in envoys}
         ready = {e.name: e.ready_s for e in envoys}
         report = render(results, rss, ready, a)
         print(report)
         Path(a.out).write_text(report)
     finally:
-        for e in envoys:
+        for e in envoys + probes:
             e.stop()
         sim.stop()
 
@@ -172,7 +234,11 @@ def render(results, rss, ready, a):
         f"{a.rounds} interleaved rounds, medians shown. Latencies in µs.",
         "- Configurations: **no filter**; **do-nothing Wasm** (`bench/noop`, the floor of any proxy-wasm filter); "
         "**costguard** (pricing, stats, the global window and breaker; requests carry no session); "
-        "**costguard + sessions** (every request in one of 64 sessions: a session lookup before and a CAS after).",
+        "**costguard + sessions** (every request in one of 64 sessions: the session's read at admission, "
+        "its reservation and its settlement); **costguard + sessions, no headers/filter state** (the same with "
+        "`response_headers` and `filter_state` off).",
+        "- **Envoy CPU** is the CPU time (user + system, all threads) Envoy used during the `-c16` run, per request "
+        "(per response for Realtime): unlike req/s it does not depend on how wrk and the upstream share the cores.",
         f"- costguard.wasm: {WASM.stat().st_size / 1024:.0f} KiB; do-nothing filter: {NOOP_WASM.stat().st_size / 1024:.0f} KiB" +
         (f"; the baseline ({a.baseline_label}): {Path(a.baseline_wasm).stat().st_size / 1024:.0f} KiB, run as "
          f"two more configurations in the same rounds." if a.baseline_wasm else "."),
@@ -188,14 +254,17 @@ def render(results, rss, ready, a):
                 "then a priced `response.done`); the single-connection column is one session.\n\n"
                 if wname == WS_WORKLOAD else "")
         lines += [f"## {wname}", "", *([note.strip(), ""] if note else []),
-                  "| configuration | req/s | × no filter | × do-nothing | p50 | p99 | p99.9 | p50 @1 conn | Δ p50 @1 vs do-nothing | Envoy RSS |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| configuration | req/s | × no filter | × do-nothing | Envoy CPU µs/req | Δ CPU vs do-nothing | p50 | p99 | p99.9 | p50 @1 conn | Δ p50 @1 vs do-nothing | Envoy RSS |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        floor_cpu = median(results[(wname, names[1])]["cpu_us"])
         for n in names:
             r = results[(wname, n)]
             rps = median(r["rps"])
             p50_1 = median(r["p50_1c"])
+            cpu = median(r["cpu_us"])
             lines.append(
-                f"| {n} | {rps:.0f} | {rps / base:.3f} | {rps / floor:.3f} | {median(r['p50']):.0f} | "
+                f"| {n} | {rps:.0f} | {rps / base:.3f} | {rps / floor:.3f} | {cpu:.1f} | {cpu - floor_cpu:+.1f} | "
+                f"{median(r['p50']):.0f} | "
                 f"{median(r['p99']):.0f} | {median(r['p999']):.0f} | {p50_1:.0f} | {p50_1 - floor_p50:+.0f} | "
                 f"{rss[n] / 1024:.0f} MiB |")
         lines.append("")
@@ -209,7 +278,48 @@ def render(results, rss, ready, a):
                 ratios.append(f"{n}: {new / old:.3f}× the {a.baseline_label} build's req/s, "
                               f"{new_p50 - old_p50:+.0f} µs p50 @1 conn")
             lines += ["This build against the baseline: " + "; ".join(ratios) + ".", ""]
+    lines += host_call_table(results)
     return "\n".join(lines)
+
+
+def host_call_table(results):
+    """What each host call costs (probes against the do-nothing filter, same
+    rounds), and every host call of a small request."""
+    floor = results[("small JSON", "do-nothing Wasm")]
+    floor_cpu, floor_rps = median(floor["cpu_us"]), median(floor["rps"])
+    cost = {}
+    lines = ["## Host calls", "",
+             f"What one host call costs Envoy: the do-nothing filter making {PROBE_CALLS} calls of one kind per "
+             "request, small JSON, same rounds; the difference to the do-nothing filter divided by "
+             f"{PROBE_CALLS}. Calls that return data (headers, bodies, shared data) also re-enter the VM "
+             "to allocate the copy.", "",
+             "| host call | Envoy CPU µs per call | req/s × do-nothing at 20 calls |", "|---|---:|---:|"]
+    for probe, what in PROBES.items():
+        r = results[("small JSON", f"probe {probe}")]
+        cost[probe] = (median(r["cpu_us"]) - floor_cpu) / PROBE_CALLS
+        lines.append(f"| {what} | {cost[probe]:.2f} | {median(r['rps']) / floor_rps:.3f} |")
+    plain = sum(n for _, n, _, _ in SMALL_REQUEST_CALLS)
+    session = sum(n for _, _, n, _ in SMALL_REQUEST_CALLS)
+    plain_us = sum(n * cost[p] for p, n, _, _ in SMALL_REQUEST_CALLS)
+    session_us = sum(n * cost[p] for p, _, n, _ in SMALL_REQUEST_CALLS)
+    measured = {n: median(results[("small JSON", n)]["cpu_us"]) - floor_cpu
+                for n in ("costguard", "costguard + sessions")}
+    lines += ["", "Every host call a small JSON Chat Completions request makes (no budget rules; a rule adds "
+              "one shared-data read at admission and a CAS at the reservation and at the settlement), in order. "
+              "Counters cost none: they are summed in the VM and flushed on the 1 s tick; the global window costs "
+              "none per request: each worker writes its spend in one CAS per 100 ms.", "",
+              "| host call | without session | with session | µs (with session) | why it stays |",
+              "|---|---:|---:|---:|---|"]
+    for probe, n_plain, n_session, why in SMALL_REQUEST_CALLS:
+        lines.append(f"| {probe} | {n_plain:g} | {n_session:g} | {n_session * cost[probe]:.1f} | {why} |")
+    lines += [f"| **total** | {plain:g} | {session:g} | {session_us:.1f} | |", "",
+              f"By these prices the host calls account for {plain_us:.1f} µs of costguard's "
+              f"{measured['costguard']:+.1f} µs of Envoy CPU per request over the do-nothing filter without a "
+              f"session, and {session_us:.1f} µs of {measured['costguard + sessions']:+.1f} µs with one; the rest "
+              "is the filter's own work in the VM (scanning, pricing, bookkeeping) and what its callbacks cost "
+              "Envoy beyond the calls (the request body going upstream chunked, the stream's filter state and "
+              "headers in the access log).", ""]
+    return lines
 
 
 if __name__ == "__main__":

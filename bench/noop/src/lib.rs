@@ -1,32 +1,133 @@
 //! The do-nothing filter: every HTTP callback returns Continue.
+//!
+//! With a plugin configuration `"<host call> <n>"` it becomes a probe: each
+//! request makes that host call `n` times and nothing else, so `make bench`
+//! can price one host call of each kind costguard makes (the difference to
+//! the do-nothing filter, divided by `n`). Without one it does nothing.
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
+use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
 
 proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root(Probe::None, 0)) });
 }}
 
-struct Root;
+/// A host call costguard makes on the request path.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    None,
+    /// `proxy_get_current_time_nanoseconds`
+    Time,
+    /// `proxy_get_header_map_pairs` of the request headers
+    GetHeaders,
+    /// `proxy_get_buffer_bytes` of the request body
+    GetBody,
+    /// `proxy_get_shared_data` of a 104-byte record (a session record is 120)
+    SharedGet,
+    /// `proxy_set_shared_data` of a 104-byte record (no read)
+    SharedSet,
+    /// `proxy_get_shared_data` + `proxy_set_shared_data` with its CAS
+    SharedCas,
+    /// `proxy_set_property` (filter state an access log can read)
+    SetProperty,
+    /// `proxy_replace_header_map_value` on the response headers
+    SetHeader,
+    /// `proxy_remove_header_map_value` on the request headers
+    RemoveHeader,
+    /// Removing the request's `content-length` (once: the body then goes chunked)
+    RemoveContentLength,
+}
+
+struct Root(Probe, u32);
 impl Context for Root {}
 impl RootContext for Root {
+    fn on_configure(&mut self, _: usize) -> bool {
+        let config = self.get_plugin_configuration().unwrap_or_default();
+        let text = String::from_utf8_lossy(&config);
+        let mut words = text.split_whitespace();
+        self.0 = match words.next() {
+            Some("time") => Probe::Time,
+            Some("get_headers") => Probe::GetHeaders,
+            Some("get_body") => Probe::GetBody,
+            Some("shared_get") => Probe::SharedGet,
+            Some("shared_set") => Probe::SharedSet,
+            Some("shared_cas") => Probe::SharedCas,
+            Some("set_property") => Probe::SetProperty,
+            Some("set_header") => Probe::SetHeader,
+            Some("remove_header") => Probe::RemoveHeader,
+            Some("remove_content_length") => Probe::RemoveContentLength,
+            _ => Probe::None,
+        };
+        self.1 = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        if matches!(self.0, Probe::SharedGet | Probe::SharedSet | Probe::SharedCas) {
+            let _ = hostcalls::set_shared_data("probe", Some(&[7u8; 104]), None);
+        }
+        true
+    }
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Noop))
+        Some(Box::new(Noop(self.0, self.1)))
     }
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
 }
 
-struct Noop;
+struct Noop(Probe, u32);
+
+impl Noop {
+    fn repeat(&self, probe: Probe, call: impl Fn(u32)) {
+        if self.0 == probe {
+            for i in 0..self.1 {
+                call(i);
+            }
+        }
+    }
+}
+
 impl Context for Noop {}
 impl HttpContext for Noop {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        self.repeat(Probe::Time, |_| {
+            let _ = hostcalls::get_current_time();
+        });
+        self.repeat(Probe::GetHeaders, |_| {
+            let _ = hostcalls::get_map(MapType::HttpRequestHeaders);
+        });
+        self.repeat(Probe::SharedGet, |_| {
+            let _ = hostcalls::get_shared_data("probe");
+        });
+        self.repeat(Probe::SharedSet, |_| {
+            let _ = hostcalls::set_shared_data("probe", Some(&[7u8; 104]), None);
+        });
+        self.repeat(Probe::SharedCas, |_| {
+            if let Ok((Some(v), cas)) = hostcalls::get_shared_data("probe") {
+                let _ = hostcalls::set_shared_data("probe", Some(&v), cas);
+            }
+        });
+        self.repeat(Probe::SetProperty, |i| {
+            let name = format!("probe.p{i}");
+            let _ = hostcalls::set_property(vec![name.as_str()], Some(b"0.000123"));
+        });
+        self.repeat(Probe::RemoveContentLength, |_| {
+            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "content-length");
+        });
+        self.repeat(Probe::RemoveHeader, |i| {
+            let name = format!("x-probe-{i}");
+            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, &name);
+        });
         Action::Continue
     }
-    fn on_http_request_body(&mut self, _: usize, _: bool) -> Action {
+    fn on_http_request_body(&mut self, size: usize, _: bool) -> Action {
+        self.repeat(Probe::GetBody, |_| {
+            let _ = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size);
+        });
         Action::Continue
     }
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        self.repeat(Probe::SetHeader, |i| {
+            let name = format!("x-probe-{i}");
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, &name, Some("0.000123"));
+        });
         Action::Continue
     }
     fn on_http_response_body(&mut self, _: usize, _: bool) -> Action {
