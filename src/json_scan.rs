@@ -90,6 +90,37 @@ struct ActiveCapture {
     too_large: bool,
 }
 
+/// Where a string whose text starts at `chunk[from]` ends in this chunk.
+enum StringEnd {
+    /// At the closing quote at this index.
+    Closed(usize),
+    /// Not in this chunk; `escape_pending`: its last byte began an escape,
+    /// so the next chunk's first byte is escaped.
+    Open { escape_pending: bool },
+}
+
+/// Skips a string's text to its closing quote, escapes (two bytes each)
+/// included.
+fn skip_string(chunk: &[u8], mut from: usize) -> StringEnd {
+    loop {
+        if from > chunk.len() {
+            return StringEnd::Open {
+                escape_pending: true,
+            };
+        }
+        let rest = chunk.get(from..).unwrap_or(&[]);
+        let Some(off) = memchr::memchr2(b'"', b'\\', rest) else {
+            return StringEnd::Open {
+                escape_pending: false,
+            };
+        };
+        if rest.get(off) == Some(&b'"') {
+            return StringEnd::Closed(from + off);
+        }
+        from += off + 2;
+    }
+}
+
 pub struct JsonScanner {
     paths: PathSpec,
     capture_cap: usize,
@@ -301,6 +332,21 @@ impl JsonScanner {
                     }
                     i += 1;
                 }
+                State::InString { escaped: false } => {
+                    // A string value's text matters only for where it ends.
+                    match skip_string(chunk, i) {
+                        StringEnd::Closed(quote) => {
+                            i = quote + 1;
+                            self.end_value(Some((chunk, i)));
+                        }
+                        StringEnd::Open { escape_pending } => {
+                            self.state = State::InString {
+                                escaped: escape_pending,
+                            };
+                            i = n;
+                        }
+                    }
+                }
                 State::InString { escaped } | State::InKey { escaped } => {
                     let in_key = matches!(self.state, State::InKey { .. });
                     if escaped {
@@ -511,6 +557,31 @@ mod tests {
             assert_eq!(value(&s, 1).as_deref(), Some(r#""gpt-5-2025-08-07""#));
             assert_eq!(value(&s, 2), None);
         }
+    }
+
+    #[test]
+    fn strings_end_where_their_escapes_say_at_any_split() {
+        // Escaped backslashes before a closing quote, escaped quotes, a
+        // backslash as a chunk's last byte: the string ends at the right quote.
+        let doc = br#"{"a":"x\\","b":"\"","c":"\\\"\\","d":"q\\\\","usage":{"k":"v\"}"}}"#;
+        let want: serde_json::Value = serde_json::from_slice(doc).unwrap();
+        assert_eq!(want["c"], "\\\"\\");
+        assert_eq!(want["usage"]["k"], "v\"}");
+        for a in 0..doc.len() {
+            for b in a..doc.len() {
+                let (s, r) = scan_split(doc, &[a, b]);
+                assert_eq!(r, Ok(()), "splits {a} {b}");
+                let usage = value(&s, 0).unwrap();
+                let got: serde_json::Value = serde_json::from_str(&usage).unwrap();
+                assert_eq!(got, want["usage"], "splits {a} {b}");
+            }
+        }
+        let (_, r) = scan_split(br#"{"a":"x\"}"#, &[7]);
+        assert_eq!(
+            r,
+            Err(ScanError::Truncated),
+            "an escaped quote does not close"
+        );
     }
 
     #[test]
