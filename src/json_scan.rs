@@ -347,52 +347,37 @@ impl JsonScanner {
                         }
                     }
                 }
-                State::InString { escaped } | State::InKey { escaped } => {
-                    let in_key = matches!(self.state, State::InKey { .. });
-                    if escaped {
-                        if in_key {
-                            self.key.unmatchable = true;
-                        }
-                        self.state = if in_key {
-                            State::InKey { escaped: false }
-                        } else {
-                            State::InString { escaped: false }
-                        };
-                        i += 1;
-                        continue;
-                    }
+                State::InString { escaped: true } => {
+                    // The escaped byte, the first of this chunk.
+                    self.state = State::InString { escaped: false };
+                    i += 1;
+                }
+                State::InKey { escaped: true } => {
+                    self.key.unmatchable = true;
+                    self.state = State::InKey { escaped: false };
+                    i += 1;
+                }
+                State::InKey { escaped: false } => {
                     // Skip to the next quote or backslash in one step.
                     let rest = chunk.get(i..).unwrap_or(&[]);
                     let Some(off) = memchr::memchr2(b'"', b'\\', rest) else {
-                        if in_key {
-                            self.key_push(rest);
-                        }
+                        self.key_push(rest);
                         i = n;
                         continue;
                     };
-                    if in_key {
-                        self.key_push(rest.get(..off).unwrap_or(&[]));
-                    }
+                    self.key_push(rest.get(..off).unwrap_or(&[]));
                     i += off;
                     if chunk.get(i) == Some(&b'\\') {
-                        self.state = if in_key {
-                            State::InKey { escaped: true }
-                        } else {
-                            State::InString { escaped: true }
-                        };
-                        i += 1;
-                    } else if in_key {
+                        self.state = State::InKey { escaped: true };
+                    } else {
                         let level = self.depth as usize;
                         if let Some(slot) = level.checked_sub(1).and_then(|l| self.path.get_mut(l))
                         {
                             *slot = self.key;
                         }
                         self.state = State::ExpectColon;
-                        i += 1;
-                    } else {
-                        i += 1;
-                        self.end_value(Some((chunk, i)));
                     }
+                    i += 1;
                 }
                 State::InLiteral => {
                     if matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace() {

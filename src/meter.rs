@@ -65,17 +65,26 @@ fn captured_string(scanner: &JsonScanner, target: usize) -> Option<String> {
     }
 }
 
+/// The text of a JSON string value written without escapes (the usual case),
+/// borrowed: None for any other value.
+fn plain_string(bytes: &[u8]) -> Option<&[u8]> {
+    let inner = bytes
+        .trim_ascii()
+        .strip_prefix(b"\"")?
+        .strip_suffix(b"\"")?;
+    (!inner.contains(&b'\\')).then_some(inner)
+}
+
 /// A captured `service_tier` string. Every Chat Completions stream chunk
 /// carries one, so the usual case (no escapes) is read without allocating.
 fn captured_tier(scanner: &JsonScanner, target: usize) -> Option<ServiceTier> {
-    let bytes = captured_bytes(scanner, target)?.ok()?.trim_ascii();
-    let inner = bytes.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
-    if inner.contains(&b'\\') {
-        return json_string(bytes).map(|t| ServiceTier::from_response(&t));
+    let bytes = captured_bytes(scanner, target)?.ok()?;
+    match plain_string(bytes) {
+        Some(inner) => std::str::from_utf8(inner)
+            .ok()
+            .map(ServiceTier::from_response),
+        None => json_string(bytes).map(|t| ServiceTier::from_response(&t)),
     }
-    std::str::from_utf8(inner)
-        .ok()
-        .map(ServiceTier::from_response)
 }
 
 /// `usage` or `response.usage`, when present and not null.
@@ -95,12 +104,7 @@ fn model_unless(scanner: &JsonScanner, current: Option<&str>) -> Option<String> 
         let Some(Ok(bytes)) = captured_bytes(scanner, target) else {
             continue;
         };
-        let unescaped = bytes
-            .trim_ascii()
-            .strip_prefix(b"\"")
-            .and_then(|b| b.strip_suffix(b"\""))
-            .filter(|inner| !inner.contains(&b'\\'));
-        if current.is_some_and(|c| !c.is_empty() && unescaped == Some(c.as_bytes())) {
+        if current.is_some_and(|c| !c.is_empty() && plain_string(bytes) == Some(c.as_bytes())) {
             return None;
         }
         if let Some(model) = json_string(bytes).filter(|m| !m.is_empty()) {
