@@ -51,9 +51,11 @@ prices-check: $(CATALOG)
 ## rls-server: the rate-limit service (Limitador + Redis) the fleet tests run against
 RLS_SERVER := tests/rls-server/target/release/costguard-rls-server
 rls-server: $(RLS_SERVER)
-$(RLS_SERVER): tests/rls-server/Cargo.toml tests/rls-server/Cargo.lock tests/rls-server/src/main.rs
-	@command -v redis-server >/dev/null && dpkg -s libclang-dev >/dev/null 2>&1 || \
-	  (apt-get update -qq && apt-get install -y -qq redis-server clang libclang-dev)
+LIMITADOR_SRC := .cache/limitador-0.14.0-redis-only
+$(LIMITADOR_SRC)/Cargo.toml: tools/limitador_redis_only.py
+	python3 tools/limitador_redis_only.py $(LIMITADOR_SRC)
+$(RLS_SERVER): tests/rls-server/Cargo.toml tests/rls-server/Cargo.lock tests/rls-server/src/main.rs $(LIMITADOR_SRC)/Cargo.toml
+	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
 	cd tests/rls-server && $(CARGO) build --release && $(CARGO) test --release
 	touch $@
 
