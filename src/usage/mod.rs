@@ -11,7 +11,9 @@
 //!
 //! Totals include their parts (cached ⊂ input, audio ⊂ input/output, reasoning ⊂ output).
 
-use serde_json::{Map, Value};
+mod fields;
+
+use fields::{Count, Details, Field, UsageFields};
 
 /// Usage split into disjoint parts: every token is in exactly one field
 /// (besides `reasoning_output`, which is informational and part of `text_output`).
@@ -57,43 +59,43 @@ pub enum UsageError {
 }
 
 /// A token count: absent or null is None; anything but a non-negative integer is malformed.
-fn count(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, UsageError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| UsageError::Malformed(format!("`{key}` is not a token count"))),
+fn count(field: Count, key: &str) -> Result<Option<u64>, UsageError> {
+    match field {
+        Field::Absent => Ok(None),
+        Field::Value(n) => Ok(Some(n)),
+        Field::Wrong => Err(UsageError::Malformed(format!(
+            "`{key}` is not a token count"
+        ))),
     }
 }
 
 /// A details object: absent or null is empty; anything but an object is malformed.
-fn details<'a>(
-    obj: &'a Map<String, Value>,
-    key: &str,
-) -> Result<Option<&'a Map<String, Value>>, UsageError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(m)) => Ok(Some(m)),
-        Some(_) => Err(UsageError::Malformed(format!("`{key}` is not an object"))),
+fn details<'a, T>(field: &'a Field<T>, key: &str) -> Result<Option<&'a T>, UsageError> {
+    match field {
+        Field::Absent => Ok(None),
+        Field::Value(d) => Ok(Some(d)),
+        Field::Wrong => Err(UsageError::Malformed(format!("`{key}` is not an object"))),
     }
 }
 
 /// The details object of the first key present (the shapes name them differently).
 fn first_details<'a>(
-    obj: &'a Map<String, Value>,
-    keys: &[&str],
-) -> Result<Option<&'a Map<String, Value>>, UsageError> {
-    for key in keys {
-        if let Some(d) = details(obj, key)? {
+    candidates: [(&'a Field<Details>, &str); 3],
+) -> Result<Option<&'a Details>, UsageError> {
+    for (field, key) in candidates {
+        if let Some(d) = details(field, key)? {
             return Ok(Some(d));
         }
     }
     Ok(None)
 }
 
-fn detail(d: Option<&Map<String, Value>>, key: &str) -> Result<Option<u64>, UsageError> {
-    d.map_or(Ok(None), |d| count(d, key))
+fn detail(
+    d: Option<&Details>,
+    field: fn(&Details) -> Count,
+    key: &str,
+) -> Result<Option<u64>, UsageError> {
+    d.map_or(Ok(None), |d| count(field(d), key))
 }
 
 /// Takes `part` out of `*rest`, never more than is left: malformed details
@@ -107,63 +109,66 @@ fn take(rest: &mut u64, part: Option<u64>) -> u64 {
 impl Usage {
     /// Parses a `usage` JSON object of any of the supported shapes.
     pub fn from_json(bytes: &[u8]) -> Result<Usage, UsageError> {
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| UsageError::Malformed(e.to_string()))?;
-        let Value::Object(obj) = value else {
-            return Err(UsageError::Malformed("usage is not an object".into()));
-        };
-        let input_total = count(&obj, "input_tokens")?.or(count(&obj, "prompt_tokens")?);
-        let output_total = count(&obj, "output_tokens")?.or(count(&obj, "completion_tokens")?);
+        let f: UsageFields =
+            fields::read(bytes).map_err(|e| UsageError::Malformed(e.to_string()))?;
+        let input_total =
+            count(f.input_tokens, "input_tokens")?.or(count(f.prompt_tokens, "prompt_tokens")?);
+        let output_total = count(f.output_tokens, "output_tokens")?
+            .or(count(f.completion_tokens, "completion_tokens")?);
         if input_total.is_none() && output_total.is_none() {
             return Err(UsageError::NoTokenCounts);
         }
-        let input_details = first_details(
-            &obj,
-            &[
-                "input_token_details",
-                "input_tokens_details",
-                "prompt_tokens_details",
-            ],
-        )?;
-        let output_details = first_details(
-            &obj,
-            &[
-                "output_token_details",
-                "output_tokens_details",
-                "completion_tokens_details",
-            ],
-        )?;
-        let cached_details =
-            input_details.map_or(Ok(None), |d| details(d, "cached_tokens_details"))?;
+        let input_details = first_details([
+            (&f.input_token_details, "input_token_details"),
+            (&f.input_tokens_details, "input_tokens_details"),
+            (&f.prompt_tokens_details, "prompt_tokens_details"),
+        ])?;
+        let output_details = first_details([
+            (&f.output_token_details, "output_token_details"),
+            (&f.output_tokens_details, "output_tokens_details"),
+            (&f.completion_tokens_details, "completion_tokens_details"),
+        ])?;
+        let cached_details = input_details.map_or(Ok(None), |d| {
+            details(&d.cached_tokens_details, "cached_tokens_details")
+        })?;
 
         let mut usage = Usage::default();
         // Input: cached parts first (most specific), then uncached audio and
         // image, and whatever is left is text.
         let mut rest = input_total.unwrap_or(0);
-        let mut cached = take(&mut rest, detail(input_details, "cached_tokens")?);
+        let mut cached = take(
+            &mut rest,
+            detail(input_details, |d| d.cached_tokens, "cached_tokens")?,
+        );
         match cached_details {
             Some(cd) => {
-                usage.cached_audio_input = take(&mut cached, count(cd, "audio_tokens")?);
-                usage.cached_image_input = take(&mut cached, count(cd, "image_tokens")?);
+                usage.cached_audio_input =
+                    take(&mut cached, count(cd.audio_tokens, "audio_tokens")?);
+                usage.cached_image_input =
+                    take(&mut cached, count(cd.image_tokens, "image_tokens")?);
                 usage.cached_text_input = cached;
             }
             // Without a breakdown, cached tokens are text (Chat, Responses).
             None => usage.cached_text_input = cached,
         }
-        let audio = detail(input_details, "audio_tokens")?
+        let audio = detail(input_details, |d| d.audio_tokens, "audio_tokens")?
             .map(|a| a.saturating_sub(usage.cached_audio_input));
         usage.audio_input = take(&mut rest, audio);
-        let image = detail(input_details, "image_tokens")?
+        let image = detail(input_details, |d| d.image_tokens, "image_tokens")?
             .map(|i| i.saturating_sub(usage.cached_image_input));
         usage.image_input = take(&mut rest, image);
         usage.text_input = rest;
 
         let mut rest = output_total.unwrap_or(0);
-        usage.audio_output = take(&mut rest, detail(output_details, "audio_tokens")?);
+        usage.audio_output = take(
+            &mut rest,
+            detail(output_details, |d| d.audio_tokens, "audio_tokens")?,
+        );
         usage.text_output = rest;
-        usage.reasoning_output = detail(output_details, "reasoning_tokens")?
-            .unwrap_or(0)
-            .min(rest);
+        usage.reasoning_output =
+            detail(output_details, |d| d.reasoning_tokens, "reasoning_tokens")?
+                .unwrap_or(0)
+                .min(rest);
         Ok(usage)
     }
 }
@@ -269,3 +274,6 @@ pub mod tests {
         assert!(Usage::from_json(b"null").is_err());
     }
 }
+
+#[cfg(test)]
+mod against_a_tree;
