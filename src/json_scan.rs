@@ -495,10 +495,7 @@ impl JsonScanner {
 
 /// A JSON string value's text (escapes resolved), or None if it is not a string.
 pub fn json_string(bytes: &[u8]) -> Option<String> {
-    match serde_json::from_slice(bytes).ok()? {
-        serde_json::Value::String(s) => Some(s),
-        _ => None,
-    }
+    serde_json::from_slice::<String>(bytes).ok()
 }
 
 #[cfg(test)]

@@ -105,14 +105,26 @@ pub fn format_usd(micros: Micros) -> String {
 
 /// A count of `10^-decimals` units as plain decimal text without trailing
 /// zeros (the inverse of [`parse_decimal_units`]); `decimals` at most 19.
+/// Digits are written by hand: this runs for every priced response (filter
+/// state, headers), and the formatting machinery costs several times more.
 pub fn format_decimal_units(units: u64, decimals: u32) -> String {
-    let scale = 10u64.pow(decimals.min(19));
-    let (whole, frac) = (units / scale, units % scale);
-    if frac == 0 {
-        return whole.to_string();
+    let decimals = decimals.min(19) as usize;
+    // Least significant first, and at least one digit before the point.
+    let mut digits = Vec::with_capacity(24);
+    let mut rest = units;
+    while rest > 0 || digits.len() <= decimals {
+        digits.push(b'0' + (rest % 10) as u8);
+        rest /= 10;
     }
-    let frac = format!("{frac:0width$}", width = decimals as usize);
-    format!("{whole}.{}", frac.trim_end_matches('0'))
+    let (fraction, whole) = digits.split_at(decimals);
+    let mut text = String::with_capacity(digits.len() + 1);
+    text.extend(whole.iter().rev().map(|&d| char::from(d)));
+    let significant = fraction.iter().position(|&d| d != b'0');
+    if let Some(fraction) = significant.and_then(|first| fraction.get(first..)) {
+        text.push('.');
+        text.extend(fraction.iter().rev().map(|&d| char::from(d)));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -185,5 +197,29 @@ mod tests {
         assert_eq!(format_usd(1), "0.000001");
         assert_eq!(format_usd(0), "0");
         assert_eq!(format_usd(16_500_000), "16.5");
+        assert_eq!(format_usd(u64::MAX), "18446744073709.551615");
+        assert_eq!(format_decimal_units(u64::MAX, 19), "1.8446744073709551615");
+        assert_eq!(format_decimal_units(10, 0), "10");
+    }
+
+    proptest::proptest! {
+        /// The hand-written digits say what the formatting machinery says,
+        /// and parse back to the same units.
+        #[test]
+        fn formatted_units_parse_back(units in proptest::prelude::any::<u64>(), decimals in 0u32..=19) {
+            let text = format_decimal_units(units, decimals);
+            let scale = 10u64.pow(decimals);
+            let (whole, frac) = (units / scale, units % scale);
+            let expected = if frac == 0 {
+                whole.to_string()
+            } else {
+                let frac = format!("{frac:0width$}", width = decimals as usize);
+                format!("{whole}.{}", frac.trim_end_matches('0'))
+            };
+            proptest::prop_assert_eq!(&text, &expected);
+            if decimals <= 6 {
+                proptest::prop_assert_eq!(parse_decimal_units(&text, decimals), Ok(units));
+            }
+        }
     }
 }
