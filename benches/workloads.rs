@@ -117,3 +117,148 @@ pub fn small_request(config: &Config, response: &[u8]) -> Micros {
         _ => 0,
     }
 }
+
+/// Shared data in memory, as Envoy keeps it (CAS per key).
+#[derive(Default)]
+pub struct MapStore {
+    map: std::cell::RefCell<std::collections::HashMap<String, (Vec<u8>, u32)>>,
+    next_cas: std::cell::Cell<u32>,
+}
+
+impl costguard::store::Store for MapStore {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, costguard::store::StoreError> {
+        Ok(self.map.borrow().get(key).cloned())
+    }
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), costguard::store::StoreError> {
+        let mut map = self.map.borrow_mut();
+        if let Some((_, current)) = map.get(key) {
+            if cas != 0 && cas != *current {
+                return Err(costguard::store::StoreError::CasMismatch);
+            }
+        }
+        let next = self.next_cas.get().wrapping_add(1).max(1);
+        self.next_cas.set(next);
+        map.insert(key.to_string(), (value.to_vec(), next));
+        Ok(())
+    }
+}
+
+/// A host for whole HTTP exchanges: the store in memory, events dropped.
+pub struct ExchangeEnv {
+    pub config: Config,
+    store: MapStore,
+    view: costguard::budget::GlobalView,
+    now: u64,
+}
+
+impl ExchangeEnv {
+    pub fn new(config: Config) -> ExchangeEnv {
+        ExchangeEnv {
+            config,
+            store: MapStore::default(),
+            view: Default::default(),
+            now: 1_000_000,
+        }
+    }
+}
+
+impl costguard::http::HttpEnv for ExchangeEnv {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn prices(&self) -> &costguard::pricing::PriceTable {
+        &self.config.prices
+    }
+    fn store(&self) -> &dyn costguard::store::Store {
+        &self.store
+    }
+    fn global_view(&self) -> &costguard::budget::GlobalView {
+        &self.view
+    }
+    fn now_ms(&self) -> u64 {
+        self.now
+    }
+    fn random_16(&mut self) -> [u8; 16] {
+        [7; 16]
+    }
+    fn event(&mut self, event: costguard::http::Event) {
+        std::hint::black_box(event);
+    }
+    fn filter_state(&mut self, key: costguard::http::FilterState, value: &str) {
+        std::hint::black_box((key, value));
+    }
+}
+
+/// Sessions the exchange workload spreads its requests over: few, so that
+/// nearly every request finds its session's record (as in steady state).
+pub const EXCHANGE_SESSIONS: usize = 4;
+
+/// Headers of the exchange workload, serialised once as the host hands them over.
+pub struct ExchangeHeaders {
+    without_session: costguard::headers::HeaderPairs,
+    with_session: Vec<costguard::headers::HeaderPairs>,
+    response: costguard::headers::HeaderPairs,
+}
+
+impl ExchangeHeaders {
+    pub fn new() -> ExchangeHeaders {
+        use costguard::headers::{serialize, HeaderPairs};
+        let length = SMALL_REQUEST.len().to_string();
+        let request = |session: Option<&str>| {
+            let mut pairs = vec![
+                (":method", "POST"),
+                (":path", "/v1/chat/completions"),
+                (":authority", "api"),
+                ("content-type", "application/json"),
+                ("content-length", length.as_str()),
+            ];
+            pairs.extend(session.map(|id| ("x-session-id", id)));
+            HeaderPairs::new(serialize(&pairs))
+        };
+        ExchangeHeaders {
+            without_session: request(None),
+            with_session: (0..EXCHANGE_SESSIONS)
+                .map(|i| request(Some(&format!("session-{i}"))))
+                .collect(),
+            response: HeaderPairs::new(serialize(&[
+                (":status", "200"),
+                ("content-type", "application/json"),
+            ])),
+        }
+    }
+}
+
+/// One small non-streaming Chat request through every callback of the core,
+/// as the adapter drives it (the `n`th request; in a session when `sessions`).
+pub fn small_exchange(
+    env: &mut ExchangeEnv,
+    headers: &ExchangeHeaders,
+    n: usize,
+    sessions: bool,
+    response: &[u8],
+) -> bool {
+    use costguard::http::{Admission, HttpExchange, RequestBody};
+    let request = match headers.with_session.get(n % EXCHANGE_SESSIONS) {
+        Some(with_session) if sessions => with_session,
+        _ => &headers.without_session,
+    };
+    let mut x = HttpExchange::new();
+    if !matches!(
+        x.on_request_headers(env, request, false),
+        Admission::Admit { .. }
+    ) {
+        return false;
+    }
+    let ok = match x.on_request_body(SMALL_REQUEST.len(), true) {
+        RequestBody::Rewrite => x.rewrite_request_body(env, SMALL_REQUEST).is_ok(),
+        RequestBody::Read => x.read_request_body(env, SMALL_REQUEST, true).is_ok(),
+        _ => true,
+    };
+    for header in x.response_headers_to_set(&env.config) {
+        std::hint::black_box(header);
+    }
+    x.on_response_headers(env, &headers.response, false);
+    x.on_response_body(env, response, true);
+    x.on_end(env);
+    ok
+}

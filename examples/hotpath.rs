@@ -1,6 +1,6 @@
 //! Runs one fixed core workload once, for instruction counting under
 //! valgrind (tests/integration/test_perf_guard.py): deterministic, unlike wall time.
-//!   hotpath none|json_1mib|sse_200|realtime|small_request
+//!   hotpath none|json_1mib|sse_200|realtime|small_request|exchange|exchange_sessions
 
 #[path = "../benches/workloads.rs"]
 mod workloads;
@@ -15,12 +15,18 @@ fn main() {
     let rt = realtime_stream(5, 20, 150_000);
     let config = costguard::config::Config::parse(b"{}").unwrap_or_else(|_| unreachable!());
     let small = chat_json(300);
+    let exchange_headers = ExchangeHeaders::new();
     let ok = match which.as_str() {
         "none" => true,
         "json_1mib" => meter(costguard::meter::BodyKind::Json, &json),
         "sse_200" => meter(costguard::meter::BodyKind::EventStream, &sse),
         "realtime" => realtime(&rt) > 0,
         "small_request" => (0..100).all(|_| small_request(&config, &small) > 0),
+        "exchange" | "exchange_sessions" => {
+            let mut env = ExchangeEnv::new(config.clone());
+            let sessions = which == "exchange_sessions";
+            (0..100).all(|n| small_exchange(&mut env, &exchange_headers, n, sessions, &small))
+        }
         other => {
             eprintln!("unknown workload {other}");
             std::process::exit(2);

@@ -36,6 +36,9 @@ enum Probe {
     RemoveHeader,
     /// Removing the request's `content-length` (once: the body then goes chunked)
     RemoveContentLength,
+    /// `proxy_get_buffer_bytes` of every response body chunk (what metering
+    /// a response must read, whatever it then does with the bytes)
+    GetResponseBody,
 }
 
 struct Root(Probe, u32);
@@ -56,6 +59,7 @@ impl RootContext for Root {
             Some("set_header") => Probe::SetHeader,
             Some("remove_header") => Probe::RemoveHeader,
             Some("remove_content_length") => Probe::RemoveContentLength,
+            Some("get_response_body") => Probe::GetResponseBody,
             _ => Probe::None,
         };
         self.1 = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
@@ -130,7 +134,10 @@ impl HttpContext for Noop {
         });
         Action::Continue
     }
-    fn on_http_response_body(&mut self, _: usize, _: bool) -> Action {
+    fn on_http_response_body(&mut self, size: usize, _: bool) -> Action {
+        self.repeat(Probe::GetResponseBody, |_| {
+            let _ = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size);
+        });
         Action::Continue
     }
 }
