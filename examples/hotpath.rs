@@ -1,6 +1,6 @@
 //! Runs one fixed core workload once, for instruction counting under
 //! valgrind (tests/integration/test_perf_guard.py): deterministic, unlike wall time.
-//!   hotpath none|json_1mib|sse_200|realtime|small_request|exchange|exchange_sessions
+//!   hotpath none|json_1mib|sse_200|realtime|realtime_8k|small_request|exchange|exchange_sessions
 
 #[path = "../benches/workloads.rs"]
 mod workloads;
@@ -13,6 +13,8 @@ fn main() {
     let json = chat_json(1 << 20);
     let sse = chat_sse(200);
     let rt = realtime_stream(5, 20, 150_000);
+    // The benchmark's shape: responses of 4 audio deltas of 8 KB.
+    let rt_8k = realtime_stream(20, 4, 8_000);
     let config = costguard::config::Config::parse(b"{}").unwrap_or_else(|_| unreachable!());
     let small = chat_json(300);
     let exchange_headers = ExchangeHeaders::new();
@@ -21,6 +23,7 @@ fn main() {
         "json_1mib" => meter(costguard::meter::BodyKind::Json, &json),
         "sse_200" => meter(costguard::meter::BodyKind::EventStream, &sse),
         "realtime" => realtime(&rt) > 0,
+        "realtime_8k" => realtime(&rt_8k) > 0,
         "small_request" => (0..100).all(|_| small_request(&config, &small) > 0),
         "exchange" | "exchange_sessions" => {
             let mut env = ExchangeEnv::new(config.clone());
@@ -32,7 +35,14 @@ fn main() {
             std::process::exit(2);
         }
     };
-    println!("{which} {} {} {} {}", json.len(), sse.len(), rt.len(), ok);
+    println!(
+        "{which} {} {} {} {} {}",
+        json.len(),
+        sse.len(),
+        rt.len(),
+        ok,
+        rt_8k.len()
+    );
     if !ok {
         std::process::exit(1);
     }

@@ -10,6 +10,7 @@ use crate::json_scan::{json_string, Captured, JsonScanner, PathSpec};
 use crate::pricing::ServiceTier;
 use crate::sse::{EventEnd, EventSink, SseParser};
 use crate::usage::{Usage, UsageError};
+use std::borrow::Cow;
 
 /// Largest `usage` / `model` value read; real ones are a few hundred bytes.
 pub const CAPTURE_CAP: usize = 64 * 1024;
@@ -58,13 +59,6 @@ fn captured_bytes(scanner: &JsonScanner, target: usize) -> Option<Result<&[u8], 
     }
 }
 
-fn captured_string(scanner: &JsonScanner, target: usize) -> Option<String> {
-    match captured_bytes(scanner, target)? {
-        Ok(bytes) => json_string(bytes),
-        Err(_) => None,
-    }
-}
-
 /// The text of a JSON string value written without escapes (the usual case),
 /// borrowed: None for any other value.
 fn plain_string(bytes: &[u8]) -> Option<&[u8]> {
@@ -84,6 +78,15 @@ fn captured_tier(scanner: &JsonScanner, target: usize) -> Option<ServiceTier> {
             .ok()
             .map(ServiceTier::from_response),
         None => json_string(bytes).map(|t| ServiceTier::from_response(&t)),
+    }
+}
+
+/// A document's `type`: borrowed when written without escapes (the usual case).
+pub fn event_type(scanner: &JsonScanner) -> Option<Cow<'_, str>> {
+    let bytes = captured_bytes(scanner, TYPE)?.ok()?;
+    match plain_string(bytes) {
+        Some(inner) => std::str::from_utf8(inner).ok().map(Cow::Borrowed),
+        None => json_string(bytes).map(Cow::Owned),
     }
 }
 
@@ -125,7 +128,7 @@ impl DocumentFacts {
     /// Reads what the scanner captured from one document (with [`USAGE_PATHS`]).
     pub fn from_scanner(scanner: &JsonScanner) -> DocumentFacts {
         DocumentFacts {
-            event_type: captured_string(scanner, TYPE),
+            event_type: event_type(scanner).map(Cow::into_owned),
             model: model_unless(scanner, None),
             usage: usage_of(scanner),
             service_tier: tier_of(scanner),

@@ -13,7 +13,7 @@
 use crate::config::{FailMode, SessionConfig};
 use crate::http::budgets::AppliedRule;
 use crate::json_scan::JsonScanner;
-use crate::meter::{DocumentFacts, CAPTURE_CAP, USAGE_PATHS};
+use crate::meter::{event_type, DocumentFacts, CAPTURE_CAP, USAGE_PATHS};
 use crate::money::{format_usd, Micros};
 use crate::usage::Usage;
 use crate::utf8::Utf8Validator;
@@ -33,6 +33,8 @@ pub const IDLE_RESET_GRACE_MS: u64 = 5_000;
 /// Event types whose content matters; every other message is skipped as
 /// soon as its `type` has been read.
 const READ_TYPES: [&str; 3] = ["response.done", "session.created", "session.updated"];
+/// A message's first bytes read for its type (doubling after each piece).
+const FIRST_TYPE_PROBE: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -181,6 +183,10 @@ struct MessageReader {
     /// The current frame is part of a data message.
     data_frame: bool,
     reading: bool,
+    /// The message's `type` has been read.
+    type_known: bool,
+    /// How many bytes to read next while the type is unknown.
+    probe: usize,
     bytes: u64,
     oversized: bool,
     utf8: Utf8Validator,
@@ -203,6 +209,8 @@ impl MessageReader {
             in_message: false,
             data_frame: false,
             reading: false,
+            type_known: false,
+            probe: FIRST_TYPE_PROBE,
             bytes: 0,
             oversized: false,
             utf8: Utf8Validator::new(),
@@ -221,6 +229,8 @@ impl MessageReader {
                 self.scanner.reset();
                 self.utf8 = Utf8Validator::new();
                 self.reading = h.opcode == OP_TEXT && !h.is_compressed();
+                self.type_known = false;
+                self.probe = FIRST_TYPE_PROBE;
                 self.bytes = 0;
                 self.oversized = false;
                 interrupted || h.is_compressed()
@@ -248,11 +258,30 @@ impl MessageReader {
         } else {
             data
         };
-        self.scanner.feed(data);
-        self.utf8.feed(data);
-        if let Some(t) = DocumentFacts::from_scanner(&self.scanner).event_type {
-            if !READ_TYPES.contains(&t.as_str()) {
-                self.reading = false; // not needed: skip the rest unread
+        // Until the type is known, read in growing pieces: it comes first
+        // in practice, so an audio delta (most of a session's bytes) is
+        // skipped after a few dozen bytes, not scanned to its end.
+        let mut rest = data;
+        while self.reading && !rest.is_empty() {
+            let take = if self.type_known {
+                rest.len()
+            } else {
+                rest.len().min(self.probe)
+            };
+            let Some((piece, after)) = rest.split_at_checked(take) else {
+                break;
+            };
+            self.scanner.feed(piece);
+            self.utf8.feed(piece);
+            rest = after;
+            if self.type_known {
+                continue;
+            }
+            self.probe = self.probe.saturating_mul(2);
+            if let Some(t) = event_type(&self.scanner) {
+                self.type_known = true;
+                // Not needed: skip the rest unread.
+                self.reading = READ_TYPES.contains(&t.as_ref());
             }
         }
     }
@@ -1093,6 +1122,34 @@ mod tests {
         let mut s = RealtimeSession::new("x".into(), "gpt-realtime".into(), 0);
         feed_server(&mut s, &mut e, &bad, &[], 0);
         assert_eq!(e.notices, vec![Notice::ParseError]);
+    }
+
+    #[test]
+    fn a_type_written_late_is_still_read_and_audio_after_its_type_is_not() {
+        // `type` after 20 KB of another field: read on, priced at any split.
+        let late = text(&format!(
+            r#"{{"event_id":"{}","type":"response.done","response":{{"usage":{{"input_tokens":1000,"output_tokens":0}}}}}}"#,
+            "e".repeat(20_000)
+        ));
+        for splits in [vec![], vec![3], vec![130], vec![10_000, 20_050]] {
+            let mut e = env("{}");
+            let mut s = RealtimeSession::new("x".into(), "gpt-realtime".into(), 0);
+            feed_server(&mut s, &mut e, &late, &splits, 0);
+            assert!(s.spend > 0, "splits {splits:?}: {:?}", e.notices);
+            assert!(e.notices.is_empty(), "{:?}", e.notices);
+        }
+        // What follows an audio delta's type is never read: not even bytes
+        // that are not UTF-8 or not JSON make it a parse error.
+        let mut delta = br#"{"type":"response.output_audio.delta","delta":"AAAA"#.to_vec();
+        delta.extend_from_slice(&[b'A'; 300]);
+        delta.extend_from_slice(b"\xff\xfe}}}");
+        let mut frame = vec![0x81, 126];
+        frame.extend_from_slice(&(delta.len() as u16).to_be_bytes());
+        frame.extend_from_slice(&delta);
+        let mut e = env("{}");
+        let mut s = RealtimeSession::new("x".into(), "gpt-realtime".into(), 0);
+        assert_eq!(feed_server(&mut s, &mut e, &frame, &[], 0), frame);
+        assert!(e.notices.is_empty(), "{:?}", e.notices);
     }
 
     #[test]
