@@ -17,7 +17,7 @@ fn core(c: &mut Criterion) {
     g.bench_function("sse 200 events", |b| {
         b.iter(|| meter(BodyKind::EventStream, &sse))
     });
-    let rt = realtime_stream(5, 20, 150_000);
+    let rt = realtime_stream(5, 20, 150_000, false);
     g.throughput(Throughput::Bytes(rt.len() as u64));
     g.bench_function("realtime frames", |b| b.iter(|| realtime(&rt)));
     let config = costguard::config::Config::parse(b"{}").unwrap_or_else(|_| unreachable!());

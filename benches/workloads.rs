@@ -39,13 +39,25 @@ fn ws_text(payload: &[u8]) -> Vec<u8> {
     costguard::ws::encode_frame(costguard::ws::OP_TEXT, payload, None)
 }
 
-/// Server→client Realtime frames: `responses` × (`deltas` audio deltas of `delta_bytes`, one response.done).
-pub fn realtime_stream(responses: usize, deltas: usize, delta_bytes: usize) -> Vec<u8> {
+/// Server→client Realtime frames: `responses` × (`deltas` audio deltas of
+/// `delta_bytes`, one response.done). `type_last`: each delta's `type` after
+/// its audio (as the simulator sends it: keys in alphabetical order), so
+/// nothing can be skipped.
+pub fn realtime_stream(
+    responses: usize,
+    deltas: usize,
+    delta_bytes: usize,
+    type_last: bool,
+) -> Vec<u8> {
     let mut out = ws_text(br#"{"type":"session.created","session":{"model":"gpt-realtime"}}"#);
-    let delta = format!(
-        r#"{{"type":"response.output_audio.delta","response_id":"r","delta":"{}"}}"#,
-        "A".repeat(delta_bytes)
-    );
+    let audio = "A".repeat(delta_bytes);
+    let delta = if type_last {
+        format!(
+            r#"{{"content_index":0,"delta":"{audio}","item_id":"i","output_index":0,"response_id":"r","type":"response.output_audio.delta"}}"#
+        )
+    } else {
+        format!(r#"{{"type":"response.output_audio.delta","response_id":"r","delta":"{audio}"}}"#)
+    };
     for _ in 0..responses {
         for _ in 0..deltas {
             out.extend(ws_text(delta.as_bytes()));

@@ -12,9 +12,10 @@ fn main() {
     // Inputs are built for every workload (even `none`), so they cancel out in the difference.
     let json = chat_json(1 << 20);
     let sse = chat_sse(200);
-    let rt = realtime_stream(5, 20, 150_000);
-    // The benchmark's shape: responses of 4 audio deltas of 8 KB.
-    let rt_8k = realtime_stream(20, 4, 8_000);
+    let rt = realtime_stream(5, 20, 150_000, false);
+    // The benchmark's shape: responses of 4 audio deltas of 8 KB, each
+    // delta's type after its audio (as the simulator sends them).
+    let rt_8k = realtime_stream(20, 4, 8_000, true);
     let config = costguard::config::Config::parse(b"{}").unwrap_or_else(|_| unreachable!());
     let small = chat_json(300);
     let exchange_headers = ExchangeHeaders::new();
