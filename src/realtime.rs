@@ -260,7 +260,7 @@ impl MessageReader {
         };
         // Until the type is known, read in growing pieces: it comes first
         // in practice, so an audio delta (most of a session's bytes) is
-        // skipped after a few dozen bytes, not scanned to its end.
+        // skipped after its first piece, not scanned to its end.
         let mut rest = data;
         while self.reading && !rest.is_empty() {
             let take = if self.type_known {
