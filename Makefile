@@ -27,7 +27,10 @@ build: wasm-target
 sim:
 	$(CARGO) build --release -p costguard-sim
 	$(CARGO) build --release --bin costguard-check-config
-	$(CARGO) build --release --example hotpath
+	@# Its own target directory: an example builds the library with the
+	@# dev-dependencies' features, and the library (a cdylib) has one artifact
+	@# per directory, so sharing it rebuilt the library at every other step.
+	CARGO_TARGET_DIR=target/hotpath $(CARGO) build --release --example hotpath
 
 ## prices: regenerate the built-in price table (src/pricing/builtin.rs and the
 ## README's table) from the pinned LiteLLM catalog (tools/price-catalog.txt)

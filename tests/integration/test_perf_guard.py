@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ROOT
 
-HOTPATH = ROOT / "target" / "release" / "examples" / "hotpath"
+HOTPATH = ROOT / "target" / "hotpath" / "release" / "examples" / "hotpath"
 
 # workload: (units of work, unit name, budget of instructions per unit, measured when set)
 BUDGETS = {
@@ -41,7 +41,7 @@ def instructions(workload):
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
 def test_hot_path_instruction_budgets():
-    assert HOTPATH.exists(), "run `make test` (it builds target/release/examples/hotpath)"
+    assert HOTPATH.exists(), "run `make test` (it builds target/hotpath/release/examples/hotpath)"
     baseline, sizes = instructions("none")
     report = []
     failures = []
