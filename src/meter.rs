@@ -69,25 +69,19 @@ fn plain_string(bytes: &[u8]) -> Option<&[u8]> {
     (!inner.contains(&b'\\')).then_some(inner)
 }
 
-/// A captured `service_tier` string. Every Chat Completions stream chunk
-/// carries one, so the usual case (no escapes) is read without allocating.
-fn captured_tier(scanner: &JsonScanner, target: usize) -> Option<ServiceTier> {
+/// A captured string's text: borrowed when written without escapes (the
+/// usual case: `type` and `service_tier` come with every stream event).
+fn captured_text(scanner: &JsonScanner, target: usize) -> Option<Cow<'_, str>> {
     let bytes = captured_bytes(scanner, target)?.ok()?;
-    match plain_string(bytes) {
-        Some(inner) => std::str::from_utf8(inner)
-            .ok()
-            .map(ServiceTier::from_response),
-        None => json_string(bytes).map(|t| ServiceTier::from_response(&t)),
-    }
-}
-
-/// A document's `type`: borrowed when written without escapes (the usual case).
-pub fn event_type(scanner: &JsonScanner) -> Option<Cow<'_, str>> {
-    let bytes = captured_bytes(scanner, TYPE)?.ok()?;
     match plain_string(bytes) {
         Some(inner) => std::str::from_utf8(inner).ok().map(Cow::Borrowed),
         None => json_string(bytes).map(Cow::Owned),
     }
+}
+
+/// A document's `type`.
+pub fn event_type(scanner: &JsonScanner) -> Option<Cow<'_, str>> {
+    captured_text(scanner, TYPE)
 }
 
 /// `usage` or `response.usage`, when present and not null.
@@ -121,7 +115,8 @@ fn model_unless(scanner: &JsonScanner, current: Option<&str>) -> Option<String> 
 fn tier_of(scanner: &JsonScanner) -> Option<ServiceTier> {
     [SERVICE_TIER, RESPONSE_SERVICE_TIER]
         .into_iter()
-        .find_map(|t| captured_tier(scanner, t))
+        .find_map(|t| captured_text(scanner, t))
+        .map(|tier| ServiceTier::from_response(&tier))
 }
 
 impl DocumentFacts {
