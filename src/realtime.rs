@@ -262,27 +262,23 @@ impl MessageReader {
         // in practice, so an audio delta (most of a session's bytes) is
         // skipped after its first piece, not scanned to its end.
         let mut rest = data;
-        while self.reading && !rest.is_empty() {
-            let take = if self.type_known {
-                rest.len()
-            } else {
-                rest.len().min(self.probe)
-            };
-            let Some((piece, after)) = rest.split_at_checked(take) else {
+        while !self.type_known && !rest.is_empty() {
+            let Some((piece, after)) = rest.split_at_checked(rest.len().min(self.probe)) else {
                 break;
             };
             self.scanner.feed(piece);
             self.utf8.feed(piece);
             rest = after;
-            if self.type_known {
-                continue;
-            }
             self.probe = self.probe.saturating_mul(2);
             if let Some(t) = event_type(&self.scanner) {
                 self.type_known = true;
                 // Not needed: skip the rest unread.
                 self.reading = READ_TYPES.contains(&t.as_ref());
             }
+        }
+        if self.reading {
+            self.scanner.feed(rest);
+            self.utf8.feed(rest);
         }
     }
 
