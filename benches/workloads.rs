@@ -130,35 +130,10 @@ pub fn small_request(config: &Config, response: &[u8]) -> Micros {
     }
 }
 
-/// Shared data in memory, as Envoy keeps it (CAS per key).
-#[derive(Default)]
-pub struct MapStore {
-    map: std::cell::RefCell<std::collections::HashMap<String, (Vec<u8>, u32)>>,
-    next_cas: std::cell::Cell<u32>,
-}
-
-impl costguard::store::Store for MapStore {
-    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, costguard::store::StoreError> {
-        Ok(self.map.borrow().get(key).cloned())
-    }
-    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), costguard::store::StoreError> {
-        let mut map = self.map.borrow_mut();
-        if let Some((_, current)) = map.get(key) {
-            if cas != 0 && cas != *current {
-                return Err(costguard::store::StoreError::CasMismatch);
-            }
-        }
-        let next = self.next_cas.get().wrapping_add(1).max(1);
-        self.next_cas.set(next);
-        map.insert(key.to_string(), (value.to_vec(), next));
-        Ok(())
-    }
-}
-
 /// A host for whole HTTP exchanges: the store in memory, events dropped.
 pub struct ExchangeEnv {
     pub config: Config,
-    store: MapStore,
+    store: costguard::store::mem::MemStore,
     view: costguard::budget::GlobalView,
     now: u64,
 }
@@ -167,7 +142,7 @@ impl ExchangeEnv {
     pub fn new(config: Config) -> ExchangeEnv {
         ExchangeEnv {
             config,
-            store: MapStore::default(),
+            store: Default::default(),
             view: Default::default(),
             now: 1_000_000,
         }

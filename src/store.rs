@@ -113,7 +113,8 @@ pub fn update_from<S: Store + ?Sized, R: Record + Clone>(
     Err(StoreError::Contended)
 }
 
-#[cfg(test)]
+/// An in-memory [`Store`] for native use of the core: the unit tests, and
+/// the benchmarks and instruction guard that drive whole exchanges.
 pub mod mem {
     use super::*;
     use std::cell::{Cell, RefCell};
