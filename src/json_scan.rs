@@ -53,10 +53,26 @@ pub enum ScanError {
 }
 
 /// A captured value: its bytes, or the fact that it was larger than the cap.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Captured {
     Value(Vec<u8>),
     TooLarge,
+}
+
+impl Clone for Captured {
+    fn clone(&self) -> Self {
+        match self {
+            Captured::Value(v) => Captured::Value(v.clone()),
+            Captured::TooLarge => Captured::TooLarge,
+        }
+    }
+    /// Reuses the bytes' allocation (a scanner is copied once per SSE event).
+    fn clone_from(&mut self, source: &Self) {
+        match (self, source) {
+            (Captured::Value(to), Captured::Value(from)) => to.clone_from(from),
+            (to, from) => *to = from.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -78,6 +94,7 @@ impl Key {
     }
 }
 
+#[derive(Clone)]
 struct ActiveCapture {
     target: usize,
     /// Depth at which the captured value started; it ends when we are back.
@@ -139,6 +156,30 @@ pub struct JsonScanner {
     fed: u64,
     error: Option<ScanError>,
     saw_value: bool,
+}
+
+impl Clone for JsonScanner {
+    fn clone(&self) -> Self {
+        let mut copy = JsonScanner::new(self.paths, self.capture_cap);
+        copy.clone_from(self);
+        copy
+    }
+    /// Field by field, reusing the allocations (a scanner is copied once per SSE event).
+    fn clone_from(&mut self, source: &Self) {
+        self.paths = source.paths;
+        self.capture_cap = source.capture_cap;
+        self.state = source.state;
+        self.depth = source.depth;
+        self.kinds = source.kinds;
+        self.path = source.path;
+        self.key = source.key;
+        self.active.clone_from(&source.active);
+        self.captured.clone_from(&source.captured);
+        self.captured_at.clone_from(&source.captured_at);
+        self.fed = source.fed;
+        self.error = source.error;
+        self.saw_value = source.saw_value;
+    }
 }
 
 impl JsonScanner {

@@ -7,6 +7,7 @@
 pub mod budget;
 pub mod catalog;
 pub mod config;
+pub mod event_scan;
 pub mod fleet;
 pub mod headers;
 pub mod http;

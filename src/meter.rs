@@ -6,6 +6,7 @@
 //! or under `response` for the Responses API's stream events) — never the
 //! whole body.
 
+use crate::event_scan::EventScanner;
 use crate::json_scan::{json_string, Captured, JsonScanner, PathSpec};
 use crate::pricing::ServiceTier;
 use crate::sse::{EventEnd, EventSink, SseParser};
@@ -155,7 +156,7 @@ pub enum BodyKind {
 }
 
 pub struct SseUsage {
-    scanner: JsonScanner,
+    scanner: EventScanner,
     in_event: bool,
     model: Option<String>,
     usage: Option<Usage>,
@@ -172,21 +173,25 @@ impl EventSink for SseUsage {
 
     fn end_event(&mut self, end: EventEnd) {
         let had_data = std::mem::replace(&mut self.in_event, false);
-        if end.done_marker || !had_data {
-            self.scanner.reset();
+        if !had_data {
+            return;
+        }
+        if end.done_marker {
+            self.scanner.next_event();
             return;
         }
         let complete = self.scanner.finish().is_ok() && !end.oversized;
         // What a stream needs of each event, read without allocating in the
         // usual case (the same model again, no usage, no type).
-        let usage = usage_of(&self.scanner);
-        if let Some(m) = model_unless(&self.scanner, self.model.as_deref()) {
+        let scanned = self.scanner.scanner();
+        let usage = usage_of(scanned);
+        if let Some(m) = model_unless(scanned, self.model.as_deref()) {
             self.model = Some(m);
         }
-        if let Some(t) = tier_of(&self.scanner) {
+        if let Some(t) = tier_of(scanned) {
             self.tier = Some(t);
         }
-        self.scanner.reset();
+        self.scanner.next_event();
         match usage {
             Some(Ok(u)) => self.usage = Some(u),
             Some(Err(_)) => self.malformed_events += 1,
@@ -198,10 +203,10 @@ impl EventSink for SseUsage {
 
 enum Body {
     Json {
-        scanner: JsonScanner,
+        scanner: Box<JsonScanner>,
         seen_bytes: bool,
     },
-    Sse(SseParser<SseUsage>),
+    Sse(Box<SseParser<SseUsage>>),
 }
 
 pub struct ResponseMeter {
@@ -212,12 +217,12 @@ impl ResponseMeter {
     pub fn new(kind: BodyKind) -> Self {
         let body = match kind {
             BodyKind::Json => Body::Json {
-                scanner: JsonScanner::new(USAGE_PATHS, CAPTURE_CAP),
+                scanner: Box::new(JsonScanner::new(USAGE_PATHS, CAPTURE_CAP)),
                 seen_bytes: false,
             },
-            BodyKind::EventStream => Body::Sse(SseParser::new(
+            BodyKind::EventStream => Body::Sse(Box::new(SseParser::new(
                 SseUsage {
-                    scanner: JsonScanner::new(USAGE_PATHS, CAPTURE_CAP),
+                    scanner: EventScanner::new(USAGE_PATHS, CAPTURE_CAP),
                     in_event: false,
                     model: None,
                     usage: None,
@@ -225,7 +230,7 @@ impl ResponseMeter {
                     malformed_events: 0,
                 },
                 SSE_EVENT_CAP,
-            )),
+            ))),
         };
         ResponseMeter { body }
     }

@@ -1,0 +1,107 @@
+//! The event scanner against scanning every event whole from the start, on
+//! streams of similar, diverging, repeated, broken and oversized events fed
+//! in random splits: both must end each event the same way and capture the
+//! same bytes at the same offsets.
+
+use super::*;
+use crate::json_scan::Captured;
+use crate::meter::USAGE_PATHS;
+use proptest::prelude::*;
+
+fn event() -> impl Strategy<Value = Vec<u8>> {
+    let content = prop_oneof![
+        Just(String::new()),
+        Just("token 1 ".to_string()),
+        Just(r#"say \"usage\": {\"a\":1}"#.to_string()),
+        "[a-z ]{0,40}",
+    ];
+    let model = prop_oneof![
+        Just("gpt-4o-mini"),
+        Just("gpt-4o"),
+        Just("gpt-4o-mini-2024-07-18")
+    ];
+    let usage = prop_oneof![
+        Just("null".to_string()),
+        Just(r#"{"prompt_tokens":10,"completion_tokens":20}"#.to_string()),
+    ];
+    let pad = prop_oneof![Just(0usize), Just(1), Just(600)];
+    (content, model, usage, pad, 0..6u8, any::<prop::sample::Index>()).prop_map(
+        |(content, model, usage, pad, how, at)| {
+            let padding = "x".repeat(pad);
+            let mut doc = format!(
+                r#"{{"id":"chatcmpl-{padding}","object":"chat.completion.chunk","created":1700000000,"model":"{model}","choices":[{{"index":0,"delta":{{"content":"{content}"}},"finish_reason":null}}],"usage":{usage}}}"#
+            )
+            .into_bytes();
+            let i = at.index(doc.len());
+            match how {
+                0 => doc.truncate(i),
+                1 => doc[i] = b'}',
+                2 => doc = b"[DONE]".to_vec(),
+                _ => {}
+            }
+            doc
+        },
+    )
+}
+
+fn fed_in(doc: &[u8], cuts: &[prop::sample::Index]) -> Vec<Vec<u8>> {
+    let mut at: Vec<usize> = cuts.iter().map(|c| c.index(doc.len() + 1)).collect();
+    at.sort_unstable();
+    let mut parts = Vec::new();
+    let mut last = 0;
+    for cut in at.into_iter().chain([doc.len()]) {
+        parts.push(doc[last..cut].to_vec());
+        last = cut;
+    }
+    parts
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #[test]
+    fn every_event_scans_as_if_scanned_whole(
+        events in prop::collection::vec(
+            (event(), prop::collection::vec(any::<prop::sample::Index>(), 0..3)), 1..8),
+    ) {
+        let mut reusing = EventScanner::new(USAGE_PATHS, 64);
+        for (n, (doc, cuts)) in events.iter().enumerate() {
+            let mut whole = JsonScanner::new(USAGE_PATHS, 64);
+            whole.feed(doc);
+            for part in fed_in(doc, cuts) {
+                reusing.feed(&part);
+            }
+            prop_assert_eq!(reusing.finish(), whole.finish(), "event {}", n);
+            for t in 0..USAGE_PATHS.len() {
+                prop_assert_eq!(reusing.scanner().captured(t), whole.captured(t), "event {} path {}", n, t);
+                prop_assert_eq!(
+                    reusing.scanner().captured_offset(t),
+                    whole.captured_offset(t),
+                    "event {} path {}", n, t
+                );
+            }
+            reusing.next_event();
+        }
+    }
+}
+
+#[test]
+fn a_repeated_prefix_is_not_scanned_again() {
+    let a = br#"{"model":"m","choices":[{"delta":{"content":"hello"}}],"usage":null}"#;
+    let b = br#"{"model":"m","choices":[{"delta":{"content":"world"}}],"usage":null}"#;
+    let mut s = EventScanner::new(USAGE_PATHS, 64);
+    s.feed(a);
+    assert_eq!(s.finish(), Ok(()));
+    s.next_event();
+    s.feed(b);
+    // A copy now stands for the bytes up to `"content":"`: the next event will not scan them.
+    let (at, _) = s.copy.as_ref().expect("a copy of the shared prefix");
+    assert_eq!(
+        &b[..*at],
+        br#"{"model":"m","choices":[{"delta":{"content":""#
+    );
+    assert_eq!(s.finish(), Ok(()));
+    assert_eq!(
+        s.scanner().captured(1),
+        Some(&Captured::Value(br#""m""#.to_vec()))
+    );
+}
