@@ -33,6 +33,7 @@ LUA = ROOT / "bench" / "wrk.lua"
 CONFIGS = {
     "no filter": {"no_filter": True},
     "do-nothing Wasm": {"wasm": NOOP_WASM},
+    "metering floor": {"wasm": NOOP_WASM, "plugin_config": "read_all 1"},
     "costguard": {},
     "costguard + sessions": {"sessions": 64},
     "costguard + sessions, no headers/filter state": {
@@ -233,6 +234,8 @@ def render(results, rss, ready, a):
         f"- Load: `wrk -t1 -c{a.connections} -d{a.seconds}s` (and `-c1` for single-connection latency), "
         f"{a.rounds} interleaved rounds, medians shown. Latencies in µs.",
         "- Configurations: **no filter**; **do-nothing Wasm** (`bench/noop`, the floor of any proxy-wasm filter); "
+        "**metering floor** (the same filter reading both header maps and every body chunk once, and doing nothing "
+        "with them: what any filter that meters responses must at least do); "
         "**costguard** (pricing, stats, the global window and breaker; requests carry no session); "
         "**costguard + sessions** (every request in one of 64 sessions: the session's read at admission, "
         "its reservation and its settlement); **costguard + sessions, no headers/filter state** (the same with "
@@ -250,12 +253,13 @@ def render(results, rss, ready, a):
         base = median(results[(wname, names[0])]["rps"])
         floor = median(results[(wname, names[1])]["rps"])
         floor_p50 = median(results[(wname, names[1])]["p50_1c"])
+        metering_floor = median(results[(wname, "metering floor")]["rps"])
         note = ("Responses per second over 8 sessions (`ws-load`, each response 4 × 8 KB audio deltas "
                 "then a priced `response.done`); the single-connection column is one session.\n\n"
                 if wname == WS_WORKLOAD else "")
         lines += [f"## {wname}", "", *([note.strip(), ""] if note else []),
-                  "| configuration | req/s | × no filter | × do-nothing | Envoy CPU µs/req | Δ CPU vs do-nothing | p50 | p99 | p99.9 | p50 @1 conn | Δ p50 @1 vs do-nothing | Envoy RSS |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| configuration | req/s | × no filter | × do-nothing | × metering floor | Envoy CPU µs/req | Δ CPU vs do-nothing | p50 | p99 | p99.9 | p50 @1 conn | Δ p50 @1 vs do-nothing | Envoy RSS |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         floor_cpu = median(results[(wname, names[1])]["cpu_us"])
         for n in names:
             r = results[(wname, n)]
@@ -263,7 +267,7 @@ def render(results, rss, ready, a):
             p50_1 = median(r["p50_1c"])
             cpu = median(r["cpu_us"])
             lines.append(
-                f"| {n} | {rps:.0f} | {rps / base:.3f} | {rps / floor:.3f} | {cpu:.1f} | {cpu - floor_cpu:+.1f} | "
+                f"| {n} | {rps:.0f} | {rps / base:.3f} | {rps / floor:.3f} | {rps / metering_floor:.3f} | {cpu:.1f} | {cpu - floor_cpu:+.1f} | "
                 f"{median(r['p50']):.0f} | "
                 f"{median(r['p99']):.0f} | {median(r['p999']):.0f} | {p50_1:.0f} | {p50_1 - floor_p50:+.0f} | "
                 f"{rss[n] / 1024:.0f} MiB |")

@@ -4,6 +4,9 @@
 //! request makes that host call `n` times and nothing else, so `make bench`
 //! can price one host call of each kind costguard makes (the difference to
 //! the do-nothing filter, divided by `n`). Without one it does nothing.
+//! `"read_all 1"` makes it the metering floor: it reads what any filter that
+//! meters must read (both header maps and every body chunk, once) and does
+//! nothing with it.
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
@@ -39,6 +42,8 @@ enum Probe {
     /// `proxy_get_buffer_bytes` of every response body chunk (what metering
     /// a response must read, whatever it then does with the bytes)
     GetResponseBody,
+    /// Both header maps and every body chunk of both directions, once each.
+    ReadAll,
 }
 
 struct Root(Probe, u32);
@@ -60,6 +65,7 @@ impl RootContext for Root {
             Some("remove_header") => Probe::RemoveHeader,
             Some("remove_content_length") => Probe::RemoveContentLength,
             Some("get_response_body") => Probe::GetResponseBody,
+            Some("read_all") => Probe::ReadAll,
             _ => Probe::None,
         };
         self.1 = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
@@ -97,6 +103,9 @@ impl HttpContext for Noop {
         self.repeat(Probe::GetHeaders, |_| {
             let _ = hostcalls::get_map(MapType::HttpRequestHeaders);
         });
+        self.repeat(Probe::ReadAll, |_| {
+            let _ = hostcalls::get_map(MapType::HttpRequestHeaders);
+        });
         self.repeat(Probe::SharedGet, |_| {
             let _ = hostcalls::get_shared_data("probe");
         });
@@ -125,9 +134,17 @@ impl HttpContext for Noop {
         self.repeat(Probe::GetBody, |_| {
             let _ = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size);
         });
+        if size > 0 {
+            self.repeat(Probe::ReadAll, |_| {
+                let _ = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size);
+            });
+        }
         Action::Continue
     }
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        self.repeat(Probe::ReadAll, |_| {
+            let _ = hostcalls::get_map(MapType::HttpResponseHeaders);
+        });
         self.repeat(Probe::SetHeader, |i| {
             let name = format!("x-probe-{i}");
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, &name, Some("0.000123"));
@@ -138,6 +155,11 @@ impl HttpContext for Noop {
         self.repeat(Probe::GetResponseBody, |_| {
             let _ = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size);
         });
+        if size > 0 {
+            self.repeat(Probe::ReadAll, |_| {
+                let _ = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size);
+            });
+        }
         Action::Continue
     }
 }
