@@ -225,6 +225,20 @@ fn content_text(pad_bytes: usize) -> String {
     s
 }
 
+/// A Chat Completions stream chunk, its fields in the order the API writes
+/// them (`id` first, `choices` and `usage` last): consecutive chunks then
+/// share a long prefix, as real streams do.
+fn chat_chunk(model: &str, tier: &str, choices: &str, usage: Option<&Value>) -> String {
+    let usage = usage
+        .map(|u| format!(r#","usage":{u}"#))
+        .unwrap_or_default();
+    format!(
+        r#"{{"id":"chatcmpl-sim","object":"chat.completion.chunk","created":1700000000,"model":{},"service_tier":{},"choices":{choices}{usage}}}"#,
+        json!(model),
+        json!(tier)
+    )
+}
+
 fn api_call(
     req: &Request,
     stream: &mut TcpStream,
@@ -366,23 +380,21 @@ fn stream_call(
     match api {
         Api::Chat => {
             for (i, piece) in pieces.iter().enumerate() {
-                let mut chunk = json!({"id": "chatcmpl-sim", "object": "chat.completion.chunk",
-                    "created": 1_700_000_000u64, "model": model, "service_tier": tier,
-                    "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]});
-                if include_usage {
-                    chunk["usage"] = Value::Null;
-                }
+                let choices = format!(
+                    r#"[{{"index":0,"delta":{{"content":{}}},"finish_reason":null}}]"#,
+                    json!(piece)
+                );
+                let chunk =
+                    chat_chunk(model, tier, &choices, include_usage.then_some(&Value::Null));
                 send(&format!("data: {chunk}\n\n"), stream)?;
                 if i == 0 && reset == "mid-stream" {
                     return Ok(false);
                 }
             }
             if include_usage {
-                let final_chunk = json!({"id": "chatcmpl-sim", "object": "chat.completion.chunk",
-                    "created": 1_700_000_000u64, "model": model, "service_tier": tier,
-                    "choices": [], "usage": usage});
+                let final_chunk = chat_chunk(model, tier, "[]", Some(usage));
                 let event = if malformed == "truncated" {
-                    let s = final_chunk.to_string();
+                    let s = final_chunk;
                     format!("data: {}\n\n", &s[..s.len() / 2])
                 } else {
                     format!("data: {final_chunk}\n\n")
