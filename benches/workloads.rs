@@ -23,6 +23,18 @@ pub fn chat_json(size: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A Chat Completions body of about `size` bytes whose content reads like a
+/// model's answer: lines, a list, a tab, quoted code — its escapes mostly
+/// `\n`, few `\"`.
+pub fn chat_json_text(size: usize) -> Vec<u8> {
+    let line = "Here is the plan:\\n\\n1. Read the file.\\n2. Parse it with `serde_json::from_str(\\\"{}\\\")`.\\n\\tThen print it.\\n";
+    let text = line.repeat(size / line.len() + 1);
+    format!(
+        r#"{{"id":"c","object":"chat.completion","model":"gpt-4o-mini","choices":[{{"index":0,"message":{{"role":"assistant","content":"{text}"}}}}],"usage":{{"prompt_tokens":10,"completion_tokens":20}}}}"#
+    )
+    .into_bytes()
+}
+
 /// A Chat Completions SSE stream of `events` content chunks, then usage and [DONE].
 pub fn chat_sse(events: usize) -> Vec<u8> {
     let mut out = String::new();

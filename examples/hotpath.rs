@@ -1,6 +1,6 @@
 //! Runs one fixed core workload once, for instruction counting under
 //! valgrind (tests/integration/test_perf_guard.py): deterministic, unlike wall time.
-//!   hotpath none|json_1mib|sse_200|realtime|realtime_8k|small_request|exchange|exchange_sessions
+//!   hotpath none|json_1mib|json_1mib_text|sse_200|realtime|realtime_8k|small_request|exchange|exchange_sessions
 
 #[path = "../benches/workloads.rs"]
 mod workloads;
@@ -11,6 +11,7 @@ fn main() {
     let which = std::env::args().nth(1).unwrap_or_default();
     // Inputs are built for every workload (even `none`), so they cancel out in the difference.
     let json = chat_json(1 << 20);
+    let json_text = chat_json_text(1 << 20);
     let sse = chat_sse(200);
     let rt = realtime_stream(5, 20, 150_000, false);
     // The benchmark's shape: responses of 4 audio deltas of 8 KB, each
@@ -22,6 +23,7 @@ fn main() {
     let ok = match which.as_str() {
         "none" => true,
         "json_1mib" => meter(costguard::meter::BodyKind::Json, &json),
+        "json_1mib_text" => meter(costguard::meter::BodyKind::Json, &json_text),
         "sse_200" => meter(costguard::meter::BodyKind::EventStream, &sse),
         "realtime" => realtime(&rt) > 0,
         "realtime_8k" => realtime(&rt_8k) > 0,
@@ -37,12 +39,13 @@ fn main() {
         }
     };
     println!(
-        "{which} {} {} {} {} {}",
+        "{which} {} {} {} {} {} {}",
         json.len(),
         sse.len(),
         rt.len(),
         ok,
-        rt_8k.len()
+        rt_8k.len(),
+        json_text.len()
     );
     if !ok {
         std::process::exit(1);

@@ -116,26 +116,31 @@ enum StringEnd {
     Open { escape_pending: bool },
 }
 
-/// Skips a string's text to its closing quote, escapes (two bytes each)
-/// included.
-fn skip_string(chunk: &[u8], mut from: usize) -> StringEnd {
-    loop {
-        if from > chunk.len() {
-            return StringEnd::Open {
-                escape_pending: true,
-            };
+/// Skips a string's text to its closing quote. Only quotes are searched
+/// for: a quote closes the string unless an odd run of backslashes is right
+/// before it (each escapes the next byte), so escapes that are not `\"` —
+/// `\n` and the like, most of them in real text — cost nothing.
+/// `chunk[from]` is the first byte of the text in this chunk and is not
+/// escaped by what came before it.
+fn skip_string(chunk: &[u8], from: usize) -> StringEnd {
+    let text = chunk.get(from..).unwrap_or(&[]);
+    let mut pos = 0;
+    while let Some(off) = memchr::memchr(b'"', text.get(pos..).unwrap_or(&[])) {
+        let quote = pos + off;
+        if backslashes_before(text, quote).is_multiple_of(2) {
+            return StringEnd::Closed(from + quote);
         }
-        let rest = chunk.get(from..).unwrap_or(&[]);
-        let Some(off) = memchr::memchr2(b'"', b'\\', rest) else {
-            return StringEnd::Open {
-                escape_pending: false,
-            };
-        };
-        if rest.get(off) == Some(&b'"') {
-            return StringEnd::Closed(from + off);
-        }
-        from += off + 2;
+        pos = quote + 1;
     }
+    StringEnd::Open {
+        escape_pending: !backslashes_before(text, text.len()).is_multiple_of(2),
+    }
+}
+
+/// How many backslashes come right before `text[end]`.
+fn backslashes_before(text: &[u8], end: usize) -> usize {
+    let before = text.get(..end).unwrap_or(&[]);
+    before.iter().rev().take_while(|&&b| b == b'\\').count()
 }
 
 pub struct JsonScanner {
@@ -605,6 +610,26 @@ mod tests {
             Err(ScanError::Truncated),
             "an escaped quote does not close"
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn strings_of_quotes_and_backslashes_end_where_json_says(
+            text in "[a\\\\\"né/]{0,24}",
+            cuts in proptest::collection::vec(0usize..200, 0..3),
+        ) {
+            // The text JSON-encoded (escaped quotes, runs of escaped
+            // backslashes, \n) as a value and as a captured value's member.
+            let encoded = serde_json::to_string(&text).unwrap();
+            let doc = format!(r#"{{"a":{encoded},"usage":{{"k":{encoded}}},"model":{encoded}}}"#);
+            let doc = doc.as_bytes();
+            let mut at: Vec<usize> = cuts.iter().map(|c| c % (doc.len() + 1)).collect();
+            at.sort_unstable();
+            let (s, r) = scan_split(doc, &at);
+            proptest::prop_assert_eq!(r, Ok(()));
+            proptest::prop_assert_eq!(value(&s, 0), Some(format!(r#"{{"k":{encoded}}}"#)));
+            proptest::prop_assert_eq!(value(&s, 1), Some(encoded));
+        }
     }
 
     #[test]
