@@ -160,7 +160,6 @@ pub struct JsonScanner {
     /// Bytes fed before the current chunk.
     fed: u64,
     error: Option<ScanError>,
-    saw_value: bool,
 }
 
 impl Clone for JsonScanner {
@@ -169,21 +168,35 @@ impl Clone for JsonScanner {
         copy.clone_from(self);
         copy
     }
-    /// Field by field, reusing the allocations (a scanner is copied once per SSE event).
+    /// Field by field, reusing the allocations (a scanner is copied once per
+    /// SSE event). The pattern names every field: a new one cannot be missed.
     fn clone_from(&mut self, source: &Self) {
-        self.paths = source.paths;
-        self.capture_cap = source.capture_cap;
-        self.state = source.state;
-        self.depth = source.depth;
-        self.kinds = source.kinds;
-        self.path = source.path;
-        self.key = source.key;
-        self.active.clone_from(&source.active);
-        self.captured.clone_from(&source.captured);
-        self.captured_at.clone_from(&source.captured_at);
-        self.fed = source.fed;
-        self.error = source.error;
-        self.saw_value = source.saw_value;
+        let JsonScanner {
+            paths,
+            capture_cap,
+            state,
+            depth,
+            kinds,
+            path,
+            key,
+            active,
+            captured,
+            captured_at,
+            fed,
+            error,
+        } = source;
+        self.paths = *paths;
+        self.capture_cap = *capture_cap;
+        self.state = *state;
+        self.depth = *depth;
+        self.kinds = *kinds;
+        self.path = *path;
+        self.key = *key;
+        self.active.clone_from(active);
+        self.captured.clone_from(captured);
+        self.captured_at.clone_from(captured_at);
+        self.fed = *fed;
+        self.error = *error;
     }
 }
 
@@ -202,7 +215,6 @@ impl JsonScanner {
             captured_at: vec![None; paths.len()],
             fed: 0,
             error: None,
-            saw_value: false,
         }
     }
 
@@ -221,7 +233,6 @@ impl JsonScanner {
         }
         self.fed = 0;
         self.error = None;
-        self.saw_value = false;
     }
 
     /// The value captured for `paths[target]`, if the document had it whole.
@@ -308,7 +319,6 @@ impl JsonScanner {
     }
 
     fn start_value(&mut self, at: usize) {
-        self.saw_value = true;
         if self.active.is_none() {
             if let Some(target) = self.target_here() {
                 self.active = Some(ActiveCapture {
