@@ -394,8 +394,7 @@ fn stream_call(
             if include_usage {
                 let final_chunk = chat_chunk(model, tier, "[]", Some(usage));
                 let event = if malformed == "truncated" {
-                    let s = final_chunk;
-                    format!("data: {}\n\n", &s[..s.len() / 2])
+                    format!("data: {}\n\n", &final_chunk[..final_chunk.len() / 2])
                 } else {
                     format!("data: {final_chunk}\n\n")
                 };
