@@ -37,10 +37,24 @@ pub fn chat_json_text(size: usize) -> Vec<u8> {
 
 /// A Chat Completions SSE stream of `events` content chunks, then usage and [DONE].
 pub fn chat_sse(events: usize) -> Vec<u8> {
+    chat_sse_with(events, |_| String::new())
+}
+
+/// The same with an `obfuscation` string of varying length in every content
+/// chunk, as the API sends by default.
+pub fn chat_sse_obfuscated(events: usize) -> Vec<u8> {
+    chat_sse_with(events, |i| {
+        let pad = &"Xq3vR8kLm2Zp"[..(i * 7) % 12];
+        format!(",\"obfuscation\":\"{pad}\"")
+    })
+}
+
+fn chat_sse_with(events: usize, extra: impl Fn(usize) -> String) -> Vec<u8> {
     let mut out = String::new();
     for i in 0..events {
+        let extra = extra(i);
         out.push_str(&format!(
-            "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"token {i} \"}},\"finish_reason\":null}}],\"usage\":null}}\n\n"
+            "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"token {i} \"}},\"finish_reason\":null}}],\"usage\":null{extra}}}\n\n"
         ));
     }
     out.push_str("data: {\"id\":\"c\",\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":20}}\n\ndata: [DONE]\n\n");

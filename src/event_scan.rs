@@ -1,17 +1,26 @@
 //! Scans a stream of similar JSON documents — the events of one SSE stream —
-//! without scanning again the bytes each one repeats from the one before.
+//! without scanning again what each one repeats from an earlier one.
 //!
-//! The events of a stream share a long prefix (`{"id":"chatcmpl-…","object":
-//! "chat.completion.chunk","created":…,"model":"…","choices":[{"index":0,
-//! "delta":{"content":"`); only a few bytes of each differ. The scanner is
-//! deterministic and indifferent to how its input is split, so its state
-//! after a prefix depends on the prefix's bytes alone: a copy of that state,
-//! taken once, stands for scanning those bytes again in every event that
-//! starts with them. An event's bytes are compared with the previous event's
-//! first bytes as they arrive (a comparison costs a fraction of a scan), held
-//! while they match, then the scan resumes from the copy, or from the start
-//! where no copy applies. What is captured and what counts as malformed are
-//! exactly what scanning every byte gives (tested against it).
+//! The events of a stream differ in a few string values (the content, an
+//! `obfuscation` padding) and repeat everything else: `{"id":"chatcmpl-…",
+//! "object":"chat.completion.chunk","created":…,"model":"…","choices":[{
+//! "index":0,"delta":{"content":"…"},"finish_reason":null}],"usage":null}`.
+//! The scanner is deterministic and indifferent to how its input is split,
+//! so equal bytes read from equal states leave equal states. An event (up to
+//! [`HEAD_CAP`] bytes) is held until it ends, then compared with the last
+//! event that was scanned (the reference):
+//! - where they differ only inside string values that the reference's scan
+//!   read while capturing nothing, and the differing text has no quote or
+//!   backslash, the event ends as the reference did: its final state is
+//!   taken, with every offset after a difference moved by the bytes gained
+//!   or lost there. Nothing is scanned.
+//! - otherwise the event is scanned, from a copy of the state after the
+//!   bytes it shares with the reference's start when there is one, and
+//!   becomes the reference.
+//!
+//! Longer events are scanned as they stream, past the held bytes. What is
+//! captured and what counts as malformed are exactly what scanning every
+//! byte gives (tested against it).
 
 use crate::json_scan::{JsonScanner, PathSpec, ScanError};
 
@@ -42,54 +51,73 @@ fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
 
 pub struct EventScanner {
     scanner: JsonScanner,
-    /// The scanner's state after the first `.0` bytes of `prev_head`.
+    /// The scanner's state after the first `.0` bytes of `reference`.
     copy: Option<(usize, JsonScanner)>,
-    /// The previous event's first bytes (up to [`HEAD_CAP`]).
-    prev_head: Vec<u8>,
+    /// The last scanned event's first bytes (up to [`HEAD_CAP`]).
+    reference: Vec<u8>,
+    /// The scanner's state at the end of `reference`, before `finish`, when
+    /// `reference` is the whole event.
+    reference_end: Option<JsonScanner>,
     /// This event's first bytes (up to [`HEAD_CAP`]).
     head: Vec<u8>,
-    /// Every byte of this event so far equals `prev_head`'s: held, not yet scanned.
-    matching: bool,
+    phase: Phase,
+    /// `scanner` is `reference_end`, or was before `finish` (its offsets
+    /// possibly moved): reusing it needs no whole copy.
+    scanner_is_reference_end: bool,
+    /// Offset changes of the event being ended as the reference (reused).
+    shifts: Vec<(u64, i64)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Every byte of this event so far is in `head`: nothing scanned yet.
+    Holding,
+    /// Longer than `head`: scanned as it streams.
+    Streaming,
+    /// Ended as the reference did, unscanned.
+    Reused,
+    /// Ended, scanned whole from `head`: the next reference.
+    Scanned,
 }
 
 impl EventScanner {
     pub fn new(paths: PathSpec, capture_cap: usize) -> Self {
         EventScanner {
-            scanner: JsonScanner::new(paths, capture_cap),
+            scanner: JsonScanner::new(paths, capture_cap).recording_plain_strings(),
             copy: None,
-            prev_head: Vec::with_capacity(HEAD_CAP),
+            reference: Vec::with_capacity(HEAD_CAP),
+            reference_end: None,
             head: Vec::with_capacity(HEAD_CAP),
-            matching: true,
+            phase: Phase::Holding,
+            scanner_is_reference_end: false,
+            shifts: Vec::new(),
         }
     }
 
     /// The next bytes of the current event.
-    pub fn feed(&mut self, mut bytes: &[u8]) {
-        if self.matching {
-            let want = self.prev_head.get(self.head.len()..).unwrap_or(&[]);
-            let same = common_prefix_len(bytes, want);
-            let (held, rest) = bytes.split_at(same);
-            let more_to_compare = rest.is_empty() && same < want.len();
-            self.head.extend_from_slice(held);
-            if more_to_compare {
+    pub fn feed(&mut self, bytes: &[u8]) {
+        let room = HEAD_CAP.saturating_sub(self.head.len());
+        if self.phase == Phase::Holding {
+            if bytes.len() <= room {
+                self.head.extend_from_slice(bytes);
                 return;
             }
-            bytes = rest;
+            self.phase = Phase::Streaming;
             self.scan_held();
         }
-        let room = HEAD_CAP.saturating_sub(self.head.len());
         self.head
             .extend_from_slice(bytes.get(..room).unwrap_or(bytes));
         self.scanner.feed(bytes);
     }
 
-    /// Scans the held bytes: from the copy if it covers no more than them,
-    /// else from the start; then keeps a copy that is valid for this event.
+    /// Scans the held bytes: from the copy where it covers no more than
+    /// what they share with the reference, else from the start; keeps a
+    /// copy that is valid for this event.
     fn scan_held(&mut self) {
-        self.matching = false;
-        let held = self.head.len();
+        self.scanner_is_reference_end = false;
+        let shared = common_prefix_len(&self.head, &self.reference);
         let from = match &self.copy {
-            Some((at, copy)) if *at <= held => {
+            Some((at, copy)) if *at <= shared => {
                 self.scanner.clone_from(copy);
                 *at
             }
@@ -99,19 +127,104 @@ impl EventScanner {
                 0
             }
         };
-        self.scanner.feed(self.head.get(from..).unwrap_or(&[]));
-        // The next event is compared with this one: a copy taken within the
-        // bytes this one shares with the previous event stays valid.
-        if held > 0 && (self.copy.is_none() || held >= from + RECOPY_GAIN) {
-            self.copy = Some((held, self.scanner.clone()));
+        self.scanner
+            .feed(self.head.get(from..shared).unwrap_or(&[]));
+        // A copy within the bytes this event shares with the reference is
+        // valid for both: this event becomes the reference.
+        if shared > 0 && (self.copy.is_none() || shared >= from + RECOPY_GAIN) {
+            self.copy = Some((shared, self.scanner.clone()));
+        }
+        self.scanner.feed(self.head.get(shared..).unwrap_or(&[]));
+    }
+
+    /// Whether the held event differs from the reference only in the text of
+    /// string values its scan read while capturing nothing, without quotes
+    /// or backslashes there: then `shifts` holds how its offsets moved.
+    fn differs_in_plain_text_only(&mut self) -> bool {
+        self.shifts.clear();
+        let Some(end) = &self.reference_end else {
+            return false;
+        };
+        let (event, reference) = (self.head.as_slice(), self.reference.as_slice());
+        let strings = end.plain_strings();
+        let (mut at, mut at_ref, mut next_string) = (0, 0, 0);
+        loop {
+            let same = common_prefix_len(
+                event.get(at..).unwrap_or(&[]),
+                reference.get(at_ref..).unwrap_or(&[]),
+            );
+            at += same;
+            at_ref += same;
+            if at == event.len() && at_ref == reference.len() {
+                return true;
+            }
+            // The first difference must be inside the text of a string the
+            // reference's scan noted (its closing quote included: the event's
+            // text may run on).
+            while strings
+                .get(next_string)
+                .is_some_and(|&(_, quote)| quote < at_ref as u64)
+            {
+                next_string += 1;
+            }
+            let Some(&(text_from, quote)) = strings.get(next_string) else {
+                return false;
+            };
+            let (Ok(text_from), Ok(quote)) = (usize::try_from(text_from), usize::try_from(quote))
+            else {
+                return false;
+            };
+            if at_ref < text_from {
+                return false;
+            }
+            // No escapes in the reference's text, and the event's text runs
+            // to a quote with none either: both strings end at their quote
+            // in the same state.
+            if reference
+                .get(text_from..quote)
+                .is_none_or(|text| text.contains(&b'\\'))
+            {
+                return false;
+            }
+            let rest = event.get(at..).unwrap_or(&[]);
+            let Some(len) = memchr::memchr2(b'"', b'\\', rest) else {
+                return false;
+            };
+            if rest.get(len) != Some(&b'"') {
+                return false;
+            }
+            at += len;
+            at_ref = quote;
+            next_string += 1;
+            let change = at as i64 - at_ref as i64;
+            self.shifts.push((quote as u64, change));
         }
     }
 
     /// Ends the current event: whether it was one complete JSON value. Its
     /// captures are read from [`Self::scanner`] until [`Self::next_event`].
     pub fn finish(&mut self) -> Result<(), ScanError> {
-        if self.matching {
-            self.scan_held();
+        if self.phase == Phase::Holding {
+            if self.differs_in_plain_text_only() {
+                if let Some(end) = &self.reference_end {
+                    if self.scanner_is_reference_end {
+                        self.scanner.unfinish(end);
+                    } else {
+                        self.scanner.clone_from(end);
+                    }
+                }
+                self.scanner_is_reference_end = true;
+                self.scanner.shift_offsets(&self.shifts);
+                self.phase = Phase::Reused;
+            } else {
+                self.scan_held();
+                let end = self
+                    .reference_end
+                    .get_or_insert_with(|| self.scanner.clone());
+                end.clone_from(&self.scanner);
+                self.scanner_is_reference_end = true;
+                self.phase = Phase::Scanned;
+            }
         }
         self.scanner.finish()
     }
@@ -121,16 +234,20 @@ impl EventScanner {
         &self.scanner
     }
 
-    /// Ready for the next event, compared with this one.
+    /// Ready for the next event, compared with the reference.
     pub fn next_event(&mut self) {
-        if self.matching {
-            // Nothing of this event was scanned: drop it, keep the previous head.
-            self.head.clear();
-            return;
+        match self.phase {
+            // Nothing of this event was scanned (or it ended as the
+            // reference): the reference stays.
+            Phase::Holding | Phase::Reused => {}
+            Phase::Scanned => std::mem::swap(&mut self.reference, &mut self.head),
+            Phase::Streaming => {
+                std::mem::swap(&mut self.reference, &mut self.head);
+                self.reference_end = None;
+            }
         }
-        std::mem::swap(&mut self.prev_head, &mut self.head);
         self.head.clear();
-        self.matching = true;
+        self.phase = Phase::Holding;
     }
 }
 

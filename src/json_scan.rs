@@ -16,6 +16,8 @@ pub const MAX_DEPTH: u32 = 1024;
 pub const MAX_PATH_LEN: usize = 3;
 /// Longest key compared against a path component; longer keys never match.
 const MAX_KEY_LEN: usize = 24;
+/// Most string values a recording scanner notes (see [`JsonScanner::plain_strings`]).
+const MAX_PLAIN_STRINGS: usize = 32;
 
 /// The key paths to capture, from the document root.
 pub type PathSpec = &'static [&'static [&'static str]];
@@ -160,6 +162,11 @@ pub struct JsonScanner {
     /// Bytes fed before the current chunk.
     fed: u64,
     error: Option<ScanError>,
+    /// Where the text of the string value being read starts in the document.
+    string_from: u64,
+    /// When recording: the text of each string value read while nothing was
+    /// being captured, as document offsets (first byte, closing quote).
+    plain_strings: Option<Vec<(u64, u64)>>,
 }
 
 impl Clone for JsonScanner {
@@ -184,6 +191,8 @@ impl Clone for JsonScanner {
             captured_at,
             fed,
             error,
+            string_from,
+            plain_strings,
         } = source;
         self.paths = *paths;
         self.capture_cap = *capture_cap;
@@ -197,6 +206,8 @@ impl Clone for JsonScanner {
         self.captured_at.clone_from(captured_at);
         self.fed = *fed;
         self.error = *error;
+        self.string_from = *string_from;
+        self.plain_strings.clone_from(plain_strings);
     }
 }
 
@@ -215,7 +226,63 @@ impl JsonScanner {
             captured_at: vec![None; paths.len()],
             fed: 0,
             error: None,
+            string_from: 0,
+            plain_strings: None,
         }
+    }
+
+    /// The same scanner, also noting where the text of each string value is
+    /// that is read while nothing is being captured (at most
+    /// [`MAX_PLAIN_STRINGS`]): see [`Self::plain_strings`].
+    pub fn recording_plain_strings(mut self) -> Self {
+        self.plain_strings = Some(Vec::new());
+        self
+    }
+
+    /// Where the text of the document's string values is (first byte,
+    /// closing quote), in order, for those read while nothing was being
+    /// captured — each the whole text between the quotes, escapes included;
+    /// empty unless recording. A string missing from it is only a string
+    /// this cannot vouch for.
+    pub fn plain_strings(&self) -> &[(u64, u64)] {
+        self.plain_strings.as_deref().unwrap_or(&[])
+    }
+
+    /// Undoes [`Self::finish`] on a scanner that was a copy of `end` before
+    /// it: takes back what finishing changes and the offsets (which may have
+    /// been moved since), and nothing else — a fraction of a whole copy.
+    pub fn unfinish(&mut self, end: &JsonScanner) {
+        self.state = end.state;
+        self.active.clone_from(&end.active);
+        self.error = end.error;
+        self.captured_at.clone_from(&end.captured_at);
+        self.string_from = end.string_from;
+        self.fed = end.fed;
+    }
+
+    /// Moves the document offsets the scanner holds as if bytes had been
+    /// inserted into (or removed from) its document: `shifts` are (offset,
+    /// change of every offset from there on), in ascending order.
+    pub fn shift_offsets(&mut self, shifts: &[(u64, i64)]) {
+        if shifts.iter().all(|&(_, change)| change == 0) {
+            return;
+        }
+        let shifted = |offset: u64| {
+            let change = shifts
+                .iter()
+                .take_while(|(from, _)| *from <= offset)
+                .last()
+                .map_or(0, |(_, change)| *change);
+            offset.checked_add_signed(change).unwrap_or(offset)
+        };
+        for at in self.captured_at.iter_mut().flatten() {
+            *at = shifted(*at);
+        }
+        if let Some(active) = &mut self.active {
+            active.offset = shifted(active.offset);
+        }
+        self.string_from = shifted(self.string_from);
+        self.fed = shifted(self.fed);
     }
 
     /// Forgets the document, keeps the allocation: ready for the next one.
@@ -233,6 +300,10 @@ impl JsonScanner {
         }
         self.fed = 0;
         self.error = None;
+        self.string_from = 0;
+        if let Some(strings) = &mut self.plain_strings {
+            strings.clear();
+        }
     }
 
     /// The value captured for `paths[target]`, if the document had it whole.
@@ -247,6 +318,7 @@ impl JsonScanner {
     }
 
     /// Ends the document. Returns the error if it was not one complete value.
+    /// Changes only `state`, `active` and `error` (see [`Self::unfinish`]).
     pub fn finish(&mut self) -> Result<(), ScanError> {
         match self.state {
             State::InLiteral if self.depth == 0 => {
@@ -392,6 +464,9 @@ impl JsonScanner {
                     // A string value's text matters only for where it ends.
                     match skip_string(chunk, i) {
                         StringEnd::Closed(quote) => {
+                            if self.active.is_none() {
+                                self.note_plain_string(quote);
+                            }
                             i = quote + 1;
                             self.end_value(Some((chunk, i)));
                         }
@@ -464,7 +539,10 @@ impl JsonScanner {
                                 self.state = State::ExpectValueOrArrayEnd;
                             }
                         }
-                        b'"' => self.state = State::InString { escaped: false },
+                        b'"' => {
+                            self.string_from = self.fed + i as u64 + 1;
+                            self.state = State::InString { escaped: false };
+                        }
                         b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => self.state = State::InLiteral,
                         _ => self.fail(ScanError::Syntax),
                     }
@@ -522,6 +600,16 @@ impl JsonScanner {
             }
         }
         self.fed += n as u64;
+    }
+
+    /// A string value read while nothing was being captured closed at
+    /// `quote` in this chunk.
+    fn note_plain_string(&mut self, quote: usize) {
+        if let Some(strings) = &mut self.plain_strings {
+            if strings.len() < MAX_PLAIN_STRINGS {
+                strings.push((self.string_from, self.fed + quote as u64));
+            }
+        }
     }
 
     /// Closes the innermost container at `chunk[at]`.

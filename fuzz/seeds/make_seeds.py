@@ -80,6 +80,21 @@ CATALOG = json.dumps({
     "claude-x": {"litellm_provider": "anthropic", "mode": "chat", "input_cost_per_token": 3e-06},
 }).encode()
 
+def chunk_event(content, finish="null", extra=""):
+    return ('{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini",'
+            '"choices":[{"index":0,"delta":{"content":%s},"finish_reason":%s}],"usage":null%s}'
+            % (json.dumps(content), finish, extra)).encode()
+
+
+# Similar events, one per line: differing in plain text, in escaped text, in
+# an obfuscation string, in structure.
+EVENTS = b"\n".join([
+    chunk_event("Hello"), chunk_event(" world"), chunk_event(" wor\"ld", extra=',"obfuscation":"ab"'),
+    chunk_event("!", extra=',"obfuscation":"abcdef"'), chunk_event("", finish='"stop"'),
+    b'{"id":"chatcmpl-1","choices":[],"usage":{"prompt_tokens":10,"completion_tokens":20}}',
+    chunk_event("a\nb"), chunk_event("tail")[:-9], b"[DONE]",
+])
+
 SIZES = [b"\x00\x00\x00\x00", b"\x07\x01\x80\x03", b"\xff\xff\xff\xff", b"\x02\x10\x40\x05"]
 SEEDS = {
     "sse": [SSE_CHAT, SSE_RESPONSES],
@@ -89,6 +104,7 @@ SEEDS = {
     "config": [CONFIG, b"{}", b'{"session":{"warn_ratio":2}}'],
     "split_invariance": [CHAT, SSE_CHAT, SSE_RESPONSES, WS_SERVER],
     "catalog": [CATALOG, CATALOG[: len(CATALOG) // 2], b"{}"],
+    "event_scan": [EVENTS],
 }
 
 for target, bodies in SEEDS.items():

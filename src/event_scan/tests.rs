@@ -14,6 +14,8 @@ fn event() -> impl Strategy<Value = Vec<u8>> {
         Just("token 1 ".to_string()),
         Just(r#"say \"usage\": {\"a\":1}"#.to_string()),
         "[a-z ]{0,40}",
+        // Escapes anywhere: `\n` and `\"` next to plain text.
+        r#"(a|b|\\n|\\"){0,8}"#,
     ];
     let model = prop_oneof![
         Just("gpt-4o-mini"),
@@ -24,12 +26,20 @@ fn event() -> impl Strategy<Value = Vec<u8>> {
         Just("null".to_string()),
         Just(r#"{"prompt_tokens":10,"completion_tokens":20}"#.to_string()),
     ];
+    let finish = prop_oneof![Just("null"), Just(r#""stop""#), Just(r#""st\"op""#)];
+    let obfuscation = prop_oneof![
+        Just(None),
+        "[a-zA-Z0-9]{0,12}".prop_map(Some),
+        Just(Some(r#"a\\b"#.to_string()))
+    ];
     let pad = prop_oneof![Just(0usize), Just(1), Just(600)];
-    (content, model, usage, pad, 0..6u8, any::<prop::sample::Index>()).prop_map(
-        |(content, model, usage, pad, how, at)| {
+    let parts = (content, model, usage, finish, obfuscation, pad);
+    (parts, 0..7u8, any::<prop::sample::Index>()).prop_map(
+        |((content, model, usage, finish, obfuscation, pad), how, at)| {
             let padding = "x".repeat(pad);
+            let obfuscation = obfuscation.map(|o| format!(r#","obfuscation":"{o}""#)).unwrap_or_default();
             let mut doc = format!(
-                r#"{{"id":"chatcmpl-{padding}","object":"chat.completion.chunk","created":1700000000,"model":"{model}","choices":[{{"index":0,"delta":{{"content":"{content}"}},"finish_reason":null}}],"usage":{usage}}}"#
+                r#"{{"id":"chatcmpl-{padding}","object":"chat.completion.chunk","created":1700000000,"model":"{model}","choices":[{{"index":0,"delta":{{"content":"{content}"}},"finish_reason":{finish}}}],"usage":{usage}{obfuscation}}}"#
             )
             .into_bytes();
             let i = at.index(doc.len());
@@ -37,6 +47,7 @@ fn event() -> impl Strategy<Value = Vec<u8>> {
                 0 => doc.truncate(i),
                 1 => doc[i] = b'}',
                 2 => doc = b"[DONE]".to_vec(),
+                3 => doc = [&b"null"[..], b"12", b" 7 ", b"\"a\""][at.index(4)].to_vec(),
                 _ => {}
             }
             doc
@@ -87,21 +98,67 @@ proptest! {
 #[test]
 fn a_repeated_prefix_is_not_scanned_again() {
     let a = br#"{"model":"m","choices":[{"delta":{"content":"hello"}}],"usage":null}"#;
-    let b = br#"{"model":"m","choices":[{"delta":{"content":"world"}}],"usage":null}"#;
+    // An escape in the text that differs: scanned, from the shared prefix on.
+    let b = br#"{"model":"m","choices":[{"delta":{"content":"wor\nld"}}],"usage":null}"#;
     let mut s = EventScanner::new(USAGE_PATHS, 64);
     s.feed(a);
     assert_eq!(s.finish(), Ok(()));
     s.next_event();
     s.feed(b);
-    // A copy now stands for the bytes up to `"content":"`: the next event will not scan them.
+    assert_eq!(s.finish(), Ok(()));
+    assert_eq!(s.phase, Phase::Scanned);
+    // A copy now stands for the bytes up to `"content":"`: the next event
+    // that must be scanned will not scan them.
     let (at, _) = s.copy.as_ref().expect("a copy of the shared prefix");
     assert_eq!(
         &b[..*at],
         br#"{"model":"m","choices":[{"delta":{"content":""#
     );
-    assert_eq!(s.finish(), Ok(()));
     assert_eq!(
         s.scanner().captured(1),
         Some(&Captured::Value(br#""m""#.to_vec()))
     );
+}
+
+#[test]
+fn an_event_that_differs_in_plain_text_only_ends_as_the_reference() {
+    let a = br#"{"model":"m","choices":[{"delta":{"content":"hello"}}],"usage":null,"obfuscation":"xy"}"#;
+    let b = br#"{"model":"m","choices":[{"delta":{"content":"hi"}}],"usage":null,"obfuscation":"wxyz"}"#;
+    let c = br#"{"model":"m","choices":[{"delta":{"content":"a\nb"}}],"usage":null}"#;
+    let mut s = EventScanner::new(USAGE_PATHS, 64);
+    s.feed(a);
+    assert_eq!(s.finish(), Ok(()));
+    assert_eq!(s.phase, Phase::Scanned);
+    let usage_in_a = s.scanner().captured_offset(0).expect("usage captured");
+    s.next_event();
+    s.feed(b);
+    assert_eq!(s.finish(), Ok(()));
+    assert_eq!(s.phase, Phase::Reused);
+    // `usage` comes after the content, three bytes shorter; the shift after
+    // the obfuscation string reaches only the document's end.
+    assert_eq!(s.scanner().captured_offset(0), Some(usage_in_a - 3));
+    assert_eq!(
+        s.scanner().captured(0),
+        Some(&Captured::Value(b"null".to_vec()))
+    );
+    s.next_event();
+    // An escape in the differing text: scanned.
+    s.feed(c);
+    assert_eq!(s.finish(), Ok(()));
+    assert_eq!(s.phase, Phase::Scanned);
+}
+
+#[test]
+fn a_quote_escaped_by_the_shared_bytes_is_not_a_string_end() {
+    // The event shares `{"c":"a\` with the reference and then has `"}`: that
+    // quote is escaped, so the string never ends — though the bytes from it
+    // on equal the reference's from its closing quote on.
+    let reference = br#"{"c":"a\nb"}"#;
+    let event = br#"{"c":"a\"}"#;
+    let mut s = EventScanner::new(USAGE_PATHS, 64);
+    s.feed(reference);
+    assert_eq!(s.finish(), Ok(()));
+    s.next_event();
+    s.feed(event);
+    assert_eq!(s.finish(), Err(ScanError::Truncated));
 }
