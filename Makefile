@@ -96,7 +96,7 @@ noop: wasm-target
 
 ## bench: Envoy with vs without costguard (and a do-nothing filter), same run; writes BENCHMARKS.md
 bench: build sim envoy noop
-	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	@command -v wrk >/dev/null && command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk valgrind)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 ## bench-core: criterion benchmarks of the core's hot paths (native)
