@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
-"""make bench: Envoy 1.40 (--concurrency 2) four ways in one run — no filter,
-a do-nothing Wasm filter, costguard (pricing, stats, global window; requests
-carry no session), costguard with sessions (every request in one of 64
-sessions) — driven by wrk, configurations interleaved A B C D A B C D … so
-machine drift cancels out. Prints a table of medians and ratios and writes
-BENCHMARKS.md.
+"""make bench: Envoy 1.40 (--concurrency 2) with no filter, a do-nothing Wasm
+filter, the metering floor and costguard three ways, driven by wrk,
+configurations interleaved A B C … A B C … so machine drift cancels out;
+host-call probes in the same rounds; then Envoy's instructions per request
+for every configuration under callgrind (bench/callgrind.py). Prints a table
+of medians and ratios and writes BENCHMARKS.md.
 
 With `--baseline-wasm PATH` (an earlier build of costguard), two more
 configurations run in the same interleaved rounds — that build without and
 with sessions — and the report gives the new build's ratio to it.
 
 usage: bench/run.py [--rounds N] [--seconds S] [--out BENCHMARKS.md] [--baseline-wasm PATH [--baseline-label TEXT]]
+                    [--no-callgrind]
 """
 import argparse
 import json
