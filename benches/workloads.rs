@@ -49,6 +49,21 @@ pub fn chat_sse_obfuscated(events: usize) -> Vec<u8> {
     })
 }
 
+/// A Responses API stream of `events` text deltas (each with its sequence
+/// number and an obfuscation string), then `response.completed` with usage.
+pub fn responses_sse(events: usize) -> Vec<u8> {
+    let mut out = String::new();
+    for i in 0..events {
+        let pad = &"Xq3vR8kLm2Zp"[..(i * 7) % 12];
+        let sequence = i + 4;
+        out.push_str(&format!(
+            "event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"sequence_number\":{sequence},\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"token {i} \",\"logprobs\":[],\"obfuscation\":\"{pad}\"}}\n\n"
+        ));
+    }
+    out.push_str("event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":999,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"model\":\"gpt-4.1\",\"status\":\"completed\",\"usage\":{\"input_tokens\":10,\"output_tokens\":20,\"total_tokens\":30}}}\n\n");
+    out.into_bytes()
+}
+
 fn chat_sse_with(events: usize, extra: impl Fn(usize) -> String) -> Vec<u8> {
     let mut out = String::new();
     for i in 0..events {

@@ -1,6 +1,6 @@
 //! Runs one fixed core workload once, for instruction counting under
 //! valgrind (tests/integration/test_perf_guard.py): deterministic, unlike wall time.
-//!   hotpath none|json_1mib|json_1mib_text|sse_200|sse_200_obfuscated|realtime|realtime_8k|small_request|exchange|exchange_sessions
+//!   hotpath none|json_1mib|json_1mib_text|sse_200|sse_200_obfuscated|sse_200_responses|realtime|realtime_8k|small_request|exchange|exchange_sessions
 
 #[path = "../benches/workloads.rs"]
 mod workloads;
@@ -14,6 +14,7 @@ fn main() {
     let json_text = chat_json_text(1 << 20);
     let sse = chat_sse(200);
     let sse_obfuscated = chat_sse_obfuscated(200);
+    let sse_responses = responses_sse(200);
     let rt = realtime_stream(5, 20, 150_000, false);
     // The benchmark's shape: responses of 4 audio deltas of 8 KB, each
     // delta's type after its audio (as the simulator sends them).
@@ -27,6 +28,7 @@ fn main() {
         "json_1mib_text" => meter(costguard::meter::BodyKind::Json, &json_text),
         "sse_200" => meter(costguard::meter::BodyKind::EventStream, &sse),
         "sse_200_obfuscated" => meter(costguard::meter::BodyKind::EventStream, &sse_obfuscated),
+        "sse_200_responses" => meter(costguard::meter::BodyKind::EventStream, &sse_responses),
         "realtime" => realtime(&rt) > 0,
         "realtime_8k" => realtime(&rt_8k) > 0,
         "small_request" => (0..100).all(|_| small_request(&config, &small) > 0),

@@ -1,28 +1,32 @@
 //! Scans a stream of similar JSON documents — the events of one SSE stream —
 //! without scanning again what each one repeats from an earlier one.
 //!
-//! The events of a stream differ in a few string values (the content, an
-//! `obfuscation` padding) and repeat everything else: `{"id":"chatcmpl-…",
+//! The events of a stream differ in a few values (the content, the
+//! `obfuscation` padding the API adds by default, a Responses API
+//! `sequence_number`) and repeat everything else: `{"id":"chatcmpl-…",
 //! "object":"chat.completion.chunk","created":…,"model":"…","choices":[{
 //! "index":0,"delta":{"content":"…"},"finish_reason":null}],"usage":null}`.
 //! The scanner is deterministic and indifferent to how its input is split,
 //! so equal bytes read from equal states leave equal states. An event (up to
 //! [`HEAD_CAP`] bytes) is held until it ends, then compared with the last
 //! event that was scanned (the reference):
-//! - where they differ only inside string values that the reference's scan
-//!   read while capturing nothing, and the differing text has no quote or
-//!   backslash, the event ends as the reference did: its final state is
-//!   taken, with every offset after a difference moved by the bytes gained
-//!   or lost there. Nothing is scanned.
+//! - where they differ only inside values that the reference's scan read
+//!   while capturing nothing — string text with no quote or backslash in
+//!   either, literals — both end each such value in the same state, so the
+//!   event ends as the reference did: its final state is taken, with every
+//!   offset after a difference moved by the bytes gained or lost there.
+//!   Nothing is scanned.
 //! - otherwise the event is scanned, from a copy of the state after the
 //!   bytes it shares with the reference's start when there is one, and
 //!   becomes the reference.
 //!
 //! Longer events are scanned as they stream, past the held bytes. What is
 //! captured and what counts as malformed are exactly what scanning every
-//! byte gives (tested against it).
+//! byte gives (tested against it, and fuzzed).
 
-use crate::json_scan::{JsonScanner, PathSpec, ScanError};
+use crate::json_scan::{
+    ends_literal, in_literal, starts_literal, JsonScanner, PathSpec, ScanError,
+};
 
 /// The most bytes of an event compared with the next one's (and held while
 /// they match).
@@ -47,6 +51,22 @@ fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
         .zip(b.get(same..).unwrap_or(&[]))
         .take_while(|(x, y)| x == y)
         .count()
+}
+
+/// Where a string's text that is not escaped at its start ends: at its
+/// closing quote, if no backslash comes before it.
+fn plain_string_end(text: &[u8]) -> Option<usize> {
+    let len = memchr::memchr2(b'"', b'\\', text)?;
+    (text.get(len) == Some(&b'"')).then_some(len)
+}
+
+/// Where a literal's text ends: at the delimiter the scanner ends it at, if
+/// only bytes it reads as a literal come before it.
+fn literal_end(text: &[u8]) -> Option<usize> {
+    let len = text.iter().position(|&b| !in_literal(b))?;
+    text.get(len)
+        .is_some_and(|&b| ends_literal(b))
+        .then_some(len)
 }
 
 pub struct EventScanner {
@@ -83,7 +103,7 @@ enum Phase {
 impl EventScanner {
     pub fn new(paths: PathSpec, capture_cap: usize) -> Self {
         EventScanner {
-            scanner: JsonScanner::new(paths, capture_cap).recording_plain_strings(),
+            scanner: JsonScanner::new(paths, capture_cap).recording_plain_values(),
             copy: None,
             reference: Vec::with_capacity(HEAD_CAP),
             reference_end: None,
@@ -138,16 +158,18 @@ impl EventScanner {
     }
 
     /// Whether the held event differs from the reference only in the text of
-    /// string values its scan read while capturing nothing, without quotes
-    /// or backslashes there: then `shifts` holds how its offsets moved.
+    /// values the reference's scan read while capturing nothing — strings
+    /// without quotes or backslashes there, literals — so that both end each
+    /// such value in the same state: then `shifts` holds how the event's
+    /// offsets moved.
     fn differs_in_plain_text_only(&mut self) -> bool {
         self.shifts.clear();
         let Some(end) = &self.reference_end else {
             return false;
         };
         let (event, reference) = (self.head.as_slice(), self.reference.as_slice());
-        let strings = end.plain_strings();
-        let (mut at, mut at_ref, mut next_string) = (0, 0, 0);
+        let values = end.plain_values();
+        let (mut at, mut at_ref, mut next_value) = (0, 0, 0);
         loop {
             let same = common_prefix_len(
                 event.get(at..).unwrap_or(&[]),
@@ -158,46 +180,51 @@ impl EventScanner {
             if at == event.len() && at_ref == reference.len() {
                 return true;
             }
-            // The first difference must be inside the text of a string the
-            // reference's scan noted (its closing quote included: the event's
-            // text may run on).
-            while strings
-                .get(next_string)
-                .is_some_and(|&(_, quote)| quote < at_ref as u64)
+            // The first difference must be inside the text of a value the
+            // reference's scan noted (its end included: the event's text may
+            // run on).
+            while values
+                .get(next_value)
+                .is_some_and(|value| value.to < at_ref as u64)
             {
-                next_string += 1;
+                next_value += 1;
             }
-            let Some(&(text_from, quote)) = strings.get(next_string) else {
+            let Some(value) = values.get(next_value) else {
                 return false;
             };
-            let (Ok(text_from), Ok(quote)) = (usize::try_from(text_from), usize::try_from(quote))
+            let (Ok(from), Ok(to)) = (usize::try_from(value.from), usize::try_from(value.to))
             else {
                 return false;
             };
-            if at_ref < text_from {
-                return false;
-            }
-            // No escapes in the reference's text, and the event's text runs
-            // to a quote with none either: both strings end at their quote
-            // in the same state.
-            if reference
-                .get(text_from..quote)
-                .is_none_or(|text| text.contains(&b'\\'))
-            {
+            if at_ref < from {
                 return false;
             }
             let rest = event.get(at..).unwrap_or(&[]);
-            let Some(len) = memchr::memchr2(b'"', b'\\', rest) else {
-                return false;
+            let len = if value.literal {
+                // A first byte that differs must start a literal too.
+                let starts = at_ref > from || rest.first().is_some_and(|&b| starts_literal(b));
+                match literal_end(rest) {
+                    Some(len) if starts => len,
+                    _ => return false,
+                }
+            } else {
+                // No escape in the reference's text: the shared bytes leave
+                // no escape pending.
+                if reference
+                    .get(from..to)
+                    .is_none_or(|text| text.contains(&b'\\'))
+                {
+                    return false;
+                }
+                match plain_string_end(rest) {
+                    Some(len) => len,
+                    None => return false,
+                }
             };
-            if rest.get(len) != Some(&b'"') {
-                return false;
-            }
             at += len;
-            at_ref = quote;
-            next_string += 1;
-            let change = at as i64 - at_ref as i64;
-            self.shifts.push((quote as u64, change));
+            at_ref = to;
+            next_value += 1;
+            self.shifts.push((to as u64, at as i64 - at_ref as i64));
         }
     }
 

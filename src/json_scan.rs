@@ -16,8 +16,19 @@ pub const MAX_DEPTH: u32 = 1024;
 pub const MAX_PATH_LEN: usize = 3;
 /// Longest key compared against a path component; longer keys never match.
 const MAX_KEY_LEN: usize = 24;
-/// Most string values a recording scanner notes (see [`JsonScanner::plain_strings`]).
-const MAX_PLAIN_STRINGS: usize = 32;
+/// Most values a recording scanner notes (see [`JsonScanner::plain_values`]).
+const MAX_PLAIN_VALUES: usize = 32;
+
+/// The text of a string or literal value read while nothing was being
+/// captured, as document offsets: a string's from its first byte after the
+/// opening quote to its closing quote, a literal's from its first byte to
+/// the delimiter that ended it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlainValue {
+    pub from: u64,
+    pub to: u64,
+    pub literal: bool,
+}
 
 /// The key paths to capture, from the document root.
 pub type PathSpec = &'static [&'static [&'static str]];
@@ -139,6 +150,23 @@ fn skip_string(chunk: &[u8], from: usize) -> StringEnd {
     }
 }
 
+/// Whether a value starting with `b` is read as a literal (a number,
+/// `true`, `false`, `null`).
+pub fn starts_literal(b: u8) -> bool {
+    matches!(b, b'-' | b'0'..=b'9' | b't' | b'f' | b'n')
+}
+
+/// Whether `b` continues a literal. The scanner does not check a literal's
+/// spelling: a captured one is parsed later, others are not used.
+pub fn in_literal(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'.')
+}
+
+/// Whether `b` ends a literal (and is then read as what follows it).
+pub fn ends_literal(b: u8) -> bool {
+    matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace()
+}
+
 /// How many backslashes come right before `text[end]`.
 fn backslashes_before(text: &[u8], end: usize) -> usize {
     let before = text.get(..end).unwrap_or(&[]);
@@ -162,11 +190,11 @@ pub struct JsonScanner {
     /// Bytes fed before the current chunk.
     fed: u64,
     error: Option<ScanError>,
-    /// Where the text of the string value being read starts in the document.
-    string_from: u64,
-    /// When recording: the text of each string value read while nothing was
-    /// being captured, as document offsets (first byte, closing quote).
-    plain_strings: Option<Vec<(u64, u64)>>,
+    /// Where the text of the string or literal value being read starts in
+    /// the document.
+    value_from: u64,
+    /// When recording: the values read while nothing was being captured.
+    plain_values: Option<Vec<PlainValue>>,
 }
 
 impl Clone for JsonScanner {
@@ -191,8 +219,8 @@ impl Clone for JsonScanner {
             captured_at,
             fed,
             error,
-            string_from,
-            plain_strings,
+            value_from,
+            plain_values,
         } = source;
         self.paths = *paths;
         self.capture_cap = *capture_cap;
@@ -206,8 +234,8 @@ impl Clone for JsonScanner {
         self.captured_at.clone_from(captured_at);
         self.fed = *fed;
         self.error = *error;
-        self.string_from = *string_from;
-        self.plain_strings.clone_from(plain_strings);
+        self.value_from = *value_from;
+        self.plain_values.clone_from(plain_values);
     }
 }
 
@@ -226,26 +254,25 @@ impl JsonScanner {
             captured_at: vec![None; paths.len()],
             fed: 0,
             error: None,
-            string_from: 0,
-            plain_strings: None,
+            value_from: 0,
+            plain_values: None,
         }
     }
 
-    /// The same scanner, also noting where the text of each string value is
-    /// that is read while nothing is being captured (at most
-    /// [`MAX_PLAIN_STRINGS`]): see [`Self::plain_strings`].
-    pub fn recording_plain_strings(mut self) -> Self {
-        self.plain_strings = Some(Vec::new());
+    /// The same scanner, also noting where the text of each string or
+    /// literal value is that is read while nothing is being captured (at
+    /// most [`MAX_PLAIN_VALUES`]): see [`Self::plain_values`].
+    pub fn recording_plain_values(mut self) -> Self {
+        self.plain_values = Some(Vec::new());
         self
     }
 
-    /// Where the text of the document's string values is (first byte,
-    /// closing quote), in order, for those read while nothing was being
-    /// captured — each the whole text between the quotes, escapes included;
-    /// empty unless recording. A string missing from it is only a string
-    /// this cannot vouch for.
-    pub fn plain_strings(&self) -> &[(u64, u64)] {
-        self.plain_strings.as_deref().unwrap_or(&[])
+    /// The document's string and literal values read while nothing was
+    /// being captured, in order (a string's text with its escapes; a
+    /// literal ended by the document's end is not among them); empty unless
+    /// recording. A value missing from it is only one this cannot vouch for.
+    pub fn plain_values(&self) -> &[PlainValue] {
+        self.plain_values.as_deref().unwrap_or(&[])
     }
 
     /// Undoes [`Self::finish`] on a scanner that was a copy of `end` before
@@ -256,7 +283,7 @@ impl JsonScanner {
         self.active.clone_from(&end.active);
         self.error = end.error;
         self.captured_at.clone_from(&end.captured_at);
-        self.string_from = end.string_from;
+        self.value_from = end.value_from;
         self.fed = end.fed;
     }
 
@@ -281,7 +308,7 @@ impl JsonScanner {
         if let Some(active) = &mut self.active {
             active.offset = shifted(active.offset);
         }
-        self.string_from = shifted(self.string_from);
+        self.value_from = shifted(self.value_from);
         self.fed = shifted(self.fed);
     }
 
@@ -300,9 +327,9 @@ impl JsonScanner {
         }
         self.fed = 0;
         self.error = None;
-        self.string_from = 0;
-        if let Some(strings) = &mut self.plain_strings {
-            strings.clear();
+        self.value_from = 0;
+        if let Some(values) = &mut self.plain_values {
+            values.clear();
         }
     }
 
@@ -465,7 +492,7 @@ impl JsonScanner {
                     match skip_string(chunk, i) {
                         StringEnd::Closed(quote) => {
                             if self.active.is_none() {
-                                self.note_plain_string(quote);
+                                self.note_plain_value(quote, false);
                             }
                             i = quote + 1;
                             self.end_value(Some((chunk, i)));
@@ -511,10 +538,13 @@ impl JsonScanner {
                     i += 1;
                 }
                 State::InLiteral => {
-                    if matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace() {
+                    if ends_literal(b) {
+                        if self.active.is_none() {
+                            self.note_plain_value(i, true);
+                        }
                         self.end_value(Some((chunk, i)));
                         // The delimiter is handled in AfterValue.
-                    } else if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'.') {
+                    } else if in_literal(b) {
                         i += 1;
                     } else {
                         self.fail(ScanError::Syntax);
@@ -540,10 +570,13 @@ impl JsonScanner {
                             }
                         }
                         b'"' => {
-                            self.string_from = self.fed + i as u64 + 1;
+                            self.value_from = self.fed + i as u64 + 1;
                             self.state = State::InString { escaped: false };
                         }
-                        b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => self.state = State::InLiteral,
+                        b if starts_literal(b) => {
+                            self.value_from = self.fed + i as u64;
+                            self.state = State::InLiteral;
+                        }
                         _ => self.fail(ScanError::Syntax),
                     }
                     i += 1;
@@ -602,12 +635,16 @@ impl JsonScanner {
         self.fed += n as u64;
     }
 
-    /// A string value read while nothing was being captured closed at
-    /// `quote` in this chunk.
-    fn note_plain_string(&mut self, quote: usize) {
-        if let Some(strings) = &mut self.plain_strings {
-            if strings.len() < MAX_PLAIN_STRINGS {
-                strings.push((self.string_from, self.fed + quote as u64));
+    /// A value read while nothing was being captured ended at `end` in this
+    /// chunk (a string's closing quote, a literal's delimiter).
+    fn note_plain_value(&mut self, end: usize, literal: bool) {
+        if let Some(values) = &mut self.plain_values {
+            if values.len() < MAX_PLAIN_VALUES {
+                values.push(PlainValue {
+                    from: self.value_from,
+                    to: self.fed + end as u64,
+                    literal,
+                });
             }
         }
     }

@@ -93,6 +93,9 @@ EVENTS = b"\n".join([
     chunk_event("!", extra=',"obfuscation":"abcdef"'), chunk_event("", finish='"stop"'),
     b'{"id":"chatcmpl-1","choices":[],"usage":{"prompt_tokens":10,"completion_tokens":20}}',
     chunk_event("a\nb"), chunk_event("tail")[:-9], b"[DONE]",
+    b'{"type":"response.output_text.delta","sequence_number":9,"delta":"Hi","obfuscation":"abc"}',
+    b'{"type":"response.output_text.delta","sequence_number":10,"delta":" there","obfuscation":"a"}',
+    b'{"type":"response.output_text.delta","sequence_number":"11","delta":"!","obfuscation":"a"}',
 ])
 
 SIZES = [b"\x00\x00\x00\x00", b"\x07\x01\x80\x03", b"\xff\xff\xff\xff", b"\x02\x10\x40\x05"]

@@ -32,14 +32,25 @@ fn event() -> impl Strategy<Value = Vec<u8>> {
         "[a-zA-Z0-9]{0,12}".prop_map(Some),
         Just(Some(r#"a\\b"#.to_string()))
     ];
+    // A value that changes from event to event: numbers of any length,
+    // other literals, a string in its place.
+    let sequence = prop_oneof![
+        (0..2000u32).prop_map(|n| n.to_string()),
+        Just("-1.5e3".to_string()),
+        Just("true".to_string()),
+        Just("null".to_string()),
+        Just(r#""7""#.to_string()),
+        Just("1x".to_string()),
+        Just("x1".to_string()),
+    ];
     let pad = prop_oneof![Just(0usize), Just(1), Just(600)];
-    let parts = (content, model, usage, finish, obfuscation, pad);
+    let parts = (content, model, usage, finish, obfuscation, pad, sequence);
     (parts, 0..7u8, any::<prop::sample::Index>()).prop_map(
-        |((content, model, usage, finish, obfuscation, pad), how, at)| {
+        |((content, model, usage, finish, obfuscation, pad, sequence), how, at)| {
             let padding = "x".repeat(pad);
             let obfuscation = obfuscation.map(|o| format!(r#","obfuscation":"{o}""#)).unwrap_or_default();
             let mut doc = format!(
-                r#"{{"id":"chatcmpl-{padding}","object":"chat.completion.chunk","created":1700000000,"model":"{model}","choices":[{{"index":0,"delta":{{"content":"{content}"}},"finish_reason":{finish}}}],"usage":{usage}{obfuscation}}}"#
+                r#"{{"id":"chatcmpl-{padding}","object":"chat.completion.chunk","sequence_number":{sequence},"created":1700000000,"model":"{model}","choices":[{{"index":0,"delta":{{"content":"{content}"}},"finish_reason":{finish}}}],"usage":{usage}{obfuscation}}}"#
             )
             .into_bytes();
             let i = at.index(doc.len());
@@ -161,4 +172,29 @@ fn a_quote_escaped_by_the_shared_bytes_is_not_a_string_end() {
     s.next_event();
     s.feed(event);
     assert_eq!(s.finish(), Err(ScanError::Truncated));
+}
+
+#[test]
+fn an_event_that_differs_in_a_number_ends_as_the_reference() {
+    let a = br#"{"type":"response.output_text.delta","sequence_number":9,"delta":"Hi","obfuscation":"abc"}"#;
+    let b = br#"{"type":"response.output_text.delta","sequence_number":10,"delta":" there","obfuscation":"a"}"#;
+    let c = br#"{"type":"response.output_text.delta","sequence_number":"11","delta":"!","obfuscation":"a"}"#;
+    let mut s = EventScanner::new(USAGE_PATHS, 64);
+    s.feed(a);
+    assert_eq!(s.finish(), Ok(()));
+    s.next_event();
+    s.feed(b);
+    assert_eq!(s.finish(), Ok(()));
+    assert_eq!(s.phase, Phase::Reused);
+    assert_eq!(
+        s.scanner().captured(4),
+        Some(&Captured::Value(
+            br#""response.output_text.delta""#.to_vec()
+        ))
+    );
+    s.next_event();
+    // A string where the reference had a number: scanned.
+    s.feed(c);
+    assert_eq!(s.finish(), Ok(()));
+    assert_eq!(s.phase, Phase::Scanned);
 }

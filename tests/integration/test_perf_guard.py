@@ -19,10 +19,12 @@ BUDGETS = {
     "json_1mib": (None, "byte", 6.0),        # measured 4.5 / byte (4.1 when strings were searched for \ too)
     # Text like a model's answer: its \n and \t no longer stop the search.
     "json_1mib_text": (None, "byte", 3.0),   # measured 1.8 / byte (5.6 when strings were searched for \ too)
-    # Events that differ from the last scanned one only in plain string text end as it did, unscanned.
+    # Events that differ from the last scanned one only in plain string or literal text end as it did, unscanned.
     "sse_200": (200, "event", 2_500.0),      # measured 1.8k / event (3.5k when only a shared prefix was reused)
     # The same with an `obfuscation` string of varying length, as the API sends by default.
-    "sse_200_obfuscated": (200, "event", 2_800.0),  # measured 2.0k / event (4.1k when only a shared prefix was reused)
+    "sse_200_obfuscated": (200, "event", 2_800.0),  # measured 2.1k / event (4.1k when only a shared prefix was reused)
+    # Responses API deltas: a sequence number, the text and an obfuscation string differ in each.
+    "sse_200_responses": (200, "event", 3_300.0),   # measured 2.3k / event (6.2k when only a shared prefix was reused)
     # Audio deltas are skipped once their type is read (150 KB deltas, type first)...
     "realtime": (None, "byte", 0.2),         # measured 0.05 / byte (0.55 when a chunk was read whole before its type)
     # ...unless it comes last, as the simulator sends it (the benchmark's 4 x 8 KB deltas).
