@@ -106,18 +106,22 @@ proptest! {
     }
 }
 
+/// Ends the scanner's current event and feeds it `event` whole: how that
+/// ended and whether it was scanned.
+fn next_event_of(s: &mut EventScanner, event: &[u8]) -> (Result<(), ScanError>, Phase) {
+    s.next_event();
+    s.feed(event);
+    (s.finish(), s.phase)
+}
+
 #[test]
 fn a_repeated_prefix_is_not_scanned_again() {
     let a = br#"{"model":"m","choices":[{"delta":{"content":"hello"}}],"usage":null}"#;
     // An escape in the text that differs: scanned, from the shared prefix on.
     let b = br#"{"model":"m","choices":[{"delta":{"content":"wor\nld"}}],"usage":null}"#;
     let mut s = EventScanner::new(USAGE_PATHS, 64);
-    s.feed(a);
-    assert_eq!(s.finish(), Ok(()));
-    s.next_event();
-    s.feed(b);
-    assert_eq!(s.finish(), Ok(()));
-    assert_eq!(s.phase, Phase::Scanned);
+    assert_eq!(next_event_of(&mut s, a), (Ok(()), Phase::Scanned));
+    assert_eq!(next_event_of(&mut s, b), (Ok(()), Phase::Scanned));
     // A copy now stands for the bytes up to `"content":"`: the next event
     // that must be scanned will not scan them.
     let (at, _) = s.copy.as_ref().expect("a copy of the shared prefix");
@@ -137,14 +141,9 @@ fn an_event_that_differs_in_plain_text_only_ends_as_the_reference() {
     let b = br#"{"model":"m","choices":[{"delta":{"content":"hi"}}],"usage":null,"obfuscation":"wxyz"}"#;
     let c = br#"{"model":"m","choices":[{"delta":{"content":"a\nb"}}],"usage":null}"#;
     let mut s = EventScanner::new(USAGE_PATHS, 64);
-    s.feed(a);
-    assert_eq!(s.finish(), Ok(()));
-    assert_eq!(s.phase, Phase::Scanned);
+    assert_eq!(next_event_of(&mut s, a), (Ok(()), Phase::Scanned));
     let usage_in_a = s.scanner().captured_offset(0).expect("usage captured");
-    s.next_event();
-    s.feed(b);
-    assert_eq!(s.finish(), Ok(()));
-    assert_eq!(s.phase, Phase::Reused);
+    assert_eq!(next_event_of(&mut s, b), (Ok(()), Phase::Reused));
     // `usage` comes after the content, three bytes shorter; the shift after
     // the obfuscation string reaches only the document's end.
     assert_eq!(s.scanner().captured_offset(0), Some(usage_in_a - 3));
@@ -152,11 +151,8 @@ fn an_event_that_differs_in_plain_text_only_ends_as_the_reference() {
         s.scanner().captured(0),
         Some(&Captured::Value(b"null".to_vec()))
     );
-    s.next_event();
     // An escape in the differing text: scanned.
-    s.feed(c);
-    assert_eq!(s.finish(), Ok(()));
-    assert_eq!(s.phase, Phase::Scanned);
+    assert_eq!(next_event_of(&mut s, c), (Ok(()), Phase::Scanned));
 }
 
 #[test]
@@ -167,11 +163,11 @@ fn a_quote_escaped_by_the_shared_bytes_is_not_a_string_end() {
     let reference = br#"{"c":"a\nb"}"#;
     let event = br#"{"c":"a\"}"#;
     let mut s = EventScanner::new(USAGE_PATHS, 64);
-    s.feed(reference);
-    assert_eq!(s.finish(), Ok(()));
-    s.next_event();
-    s.feed(event);
-    assert_eq!(s.finish(), Err(ScanError::Truncated));
+    assert_eq!(next_event_of(&mut s, reference), (Ok(()), Phase::Scanned));
+    assert_eq!(
+        next_event_of(&mut s, event),
+        (Err(ScanError::Truncated), Phase::Scanned)
+    );
 }
 
 #[test]
@@ -180,21 +176,14 @@ fn an_event_that_differs_in_a_number_ends_as_the_reference() {
     let b = br#"{"type":"response.output_text.delta","sequence_number":10,"delta":" there","obfuscation":"a"}"#;
     let c = br#"{"type":"response.output_text.delta","sequence_number":"11","delta":"!","obfuscation":"a"}"#;
     let mut s = EventScanner::new(USAGE_PATHS, 64);
-    s.feed(a);
-    assert_eq!(s.finish(), Ok(()));
-    s.next_event();
-    s.feed(b);
-    assert_eq!(s.finish(), Ok(()));
-    assert_eq!(s.phase, Phase::Reused);
+    assert_eq!(next_event_of(&mut s, a), (Ok(()), Phase::Scanned));
+    assert_eq!(next_event_of(&mut s, b), (Ok(()), Phase::Reused));
     assert_eq!(
         s.scanner().captured(4),
         Some(&Captured::Value(
             br#""response.output_text.delta""#.to_vec()
         ))
     );
-    s.next_event();
     // A string where the reference had a number: scanned.
-    s.feed(c);
-    assert_eq!(s.finish(), Ok(()));
-    assert_eq!(s.phase, Phase::Scanned);
+    assert_eq!(next_event_of(&mut s, c), (Ok(()), Phase::Scanned));
 }
