@@ -245,10 +245,10 @@ impl EventScanner {
                 self.phase = Phase::Reused;
             } else {
                 self.scan_held();
-                let end = self
-                    .reference_end
-                    .get_or_insert_with(|| self.scanner.clone());
-                end.clone_from(&self.scanner);
+                match &mut self.reference_end {
+                    Some(end) => end.clone_from(&self.scanner),
+                    None => self.reference_end = Some(self.scanner.clone()),
+                }
                 self.scanner_is_reference_end = true;
                 self.phase = Phase::Scanned;
             }
