@@ -212,8 +212,14 @@ def main():
         for e in envoys + probes:
             e.stop()
         envoys, probes = [], []
-        instructions = {} if a.no_callgrind else callgrind.count(
-            lambda name, spec: start_envoy(sim.port, name, spec, concurrency=1), CONFIGS, WORKLOADS)
+        instructions = {}
+        if not a.no_callgrind:
+            def one_worker(name, spec):
+                return start_envoy(sim.port, name, spec, concurrency=1)
+            instructions = callgrind.count(one_worker, CONFIGS, WORKLOADS)
+            instructions.update(callgrind.count(
+                one_worker, {f"probe {probe}": {"wasm": NOOP_WASM, "plugin_config": f"{probe} {PROBE_CALLS}"}
+                             for probe in PROBES}, {"small JSON": WORKLOADS["small JSON"]}))
         report = render(results, rss, ready, a, instructions)
         print(report)
         Path(a.out).write_text(report)
@@ -291,7 +297,7 @@ def render(results, rss, ready, a, instructions):
                               f"{new_p50 - old_p50:+.0f} µs p50 @1 conn")
             lines += ["This build against the baseline: " + "; ".join(ratios) + ".", ""]
     lines += instruction_table(instructions, a)
-    lines += host_call_table(results)
+    lines += host_call_table(results, instructions)
     lines += NATIVE_FILTER
     return "\n".join(lines)
 
@@ -355,44 +361,72 @@ def instruction_table(instructions, a):
     return lines
 
 
-def host_call_table(results):
+def host_call_table(results, instructions):
     """What each host call costs (probes against the do-nothing filter, same
-    rounds), and every host call of a small request."""
-    floor = results[("small JSON", "do-nothing Wasm")]
+    rounds; in instructions when callgrind ran), and every host call of a
+    small request."""
+    small = "small JSON"
+    floor = results[(small, "do-nothing Wasm")]
     floor_cpu, floor_rps = median(floor["cpu_us"]), median(floor["rps"])
-    cost = {}
+    counted = bool(instructions) and all((small, f"probe {p}") in instructions for p in PROBES)
+    cost, instr = {}, {}
     lines = ["## Host calls", "",
              f"What one host call costs Envoy: the do-nothing filter making {PROBE_CALLS} calls of one kind per "
-             "request, small JSON, same rounds; the difference to the do-nothing filter divided by "
-             f"{PROBE_CALLS}. Calls that return data (headers, bodies, shared data) also re-enter the VM "
-             "to allocate the copy.", "",
-             "| host call | Envoy CPU µs per call | req/s × do-nothing at 20 calls |", "|---|---:|---:|"]
+             f"request, small JSON; the difference to the do-nothing filter divided by {PROBE_CALLS}: in Envoy "
+             "CPU (same rounds as above)" + (" and in Envoy's instructions (callgrind, as above: the figure that "
+                                             "repeats)" if counted else "") + ".", "",
+             "| host call | Envoy CPU µs per call |" + (" k instructions per call |" if counted else "") +
+             " req/s × do-nothing at 20 calls |", "|---|---:|" + ("---:|" if counted else "") + "---:|"]
     for probe, what in PROBES.items():
-        r = results[("small JSON", f"probe {probe}")]
+        r = results[(small, f"probe {probe}")]
         cost[probe] = (median(r["cpu_us"]) - floor_cpu) / PROBE_CALLS
-        lines.append(f"| {what} | {cost[probe]:.2f} | {median(r['rps']) / floor_rps:.3f} |")
+        cells = [f"{cost[probe]:.2f}"]
+        if counted:
+            instr[probe] = (instructions[(small, f"probe {probe}")]
+                            - instructions[(small, "do-nothing Wasm")]) / PROBE_CALLS
+            cells.append(f"{instr[probe] / 1000:.1f}")
+        cells.append(f"{median(r['rps']) / floor_rps:.3f}")
+        lines.append(f"| {what} | " + " | ".join(cells) + " |")
+    if counted:
+        lines += ["", "A call that returns data costs Envoy far more than one that does not: it calls back into "
+                  "the VM to allocate the copy (`proxy_on_memory_allocate`) and the filter then owns it — "
+                  f"reading a 104-byte record costs {instr['shared_get'] / 1000:.1f}k instructions, writing it "
+                  f"{instr['shared_set'] / 1000:.1f}k. The ABI has no call that reads into memory the filter "
+                  "already has."]
     plain = sum(n for _, n, _, _ in SMALL_REQUEST_CALLS)
     session = sum(n for _, _, n, _ in SMALL_REQUEST_CALLS)
     plain_us = sum(n * cost[p] for p, n, _, _ in SMALL_REQUEST_CALLS)
     session_us = sum(n * cost[p] for p, _, n, _ in SMALL_REQUEST_CALLS)
-    measured = {n: median(results[("small JSON", n)]["cpu_us"]) - floor_cpu
+    measured = {n: median(results[(small, n)]["cpu_us"]) - floor_cpu
                 for n in ("costguard", "costguard + sessions")}
     lines += ["", "Every host call a small JSON Chat Completions request makes (no budget rules; a rule adds "
               "one shared-data read at admission and a CAS at the reservation and at the settlement), in order. "
               "Counters cost none: they are summed in the VM and flushed on the 1 s tick; the global window costs "
               "none per request: each worker writes its spend in one CAS per 100 ms.", "",
-              "| host call | without session | with session | µs (with session) | why it stays |",
-              "|---|---:|---:|---:|---|"]
+              "| host call | without session | with session | µs (with session) |" +
+              (" k instructions (with session) |" if counted else "") + " why it stays |",
+              "|---|---:|---:|---:|" + ("---:|" if counted else "") + "---|"]
     for probe, n_plain, n_session, why in SMALL_REQUEST_CALLS:
-        lines.append(f"| {probe} | {n_plain:g} | {n_session:g} | {n_session * cost[probe]:.1f} | {why} |")
-    lines += [f"| **total** | {plain:g} | {session:g} | {session_us:.1f} | |", "",
+        counts = f" {n_session * instr[probe] / 1000:.1f} |" if counted else ""
+        lines.append(f"| {probe} | {n_plain:g} | {n_session:g} | {n_session * cost[probe]:.1f} |{counts} {why} |")
+    session_k = sum(n * instr[p] for p, _, n, _ in SMALL_REQUEST_CALLS) / 1000 if counted else 0
+    lines += [f"| **total** | {plain:g} | {session:g} | {session_us:.1f} |" +
+              (f" {session_k:.1f} |" if counted else "") + " |", "",
               f"By these prices the host calls account for {plain_us:.1f} µs of costguard's "
               f"{measured['costguard']:+.1f} µs of Envoy CPU per request over the do-nothing filter without a "
               f"session, and {session_us:.1f} µs of {measured['costguard + sessions']:+.1f} µs with one; the rest "
               "is the filter's own work in the VM (scanning, pricing, bookkeeping) and what its callbacks cost "
               "Envoy beyond the calls (the request body going upstream chunked, the stream's filter state and "
-              "headers in the access log).", ""]
-    return lines
+              "headers in the access log)."]
+    if counted and all((small, n) in instructions for n in ("costguard", "costguard + sessions")):
+        over = {n: (instructions[(small, n)] - instructions[(small, "do-nothing Wasm")]) / 1000
+                for n in ("costguard", "costguard + sessions")}
+        plain_k = sum(n * instr[p] for p, n, _, _ in SMALL_REQUEST_CALLS) / 1000
+        lines += ["", f"In instructions: the host calls are {plain_k:.1f}k of costguard's {over['costguard']:+.1f}k "
+                  f"per request without a session and {session_k:.1f}k of {over['costguard + sessions']:+.1f}k "
+                  "with one; the rest is the filter's work in the VM (the core's instruction guard counts the same "
+                  "work natively, where it takes about half as many)."]
+    return lines + [""]
 
 
 if __name__ == "__main__":

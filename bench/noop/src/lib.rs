@@ -11,6 +11,25 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
 
+extern "C" {
+    fn proxy_get_header_map_pairs(map_type: u32, data: *mut *mut u8, size: *mut usize) -> u32;
+}
+
+/// A whole header map as one serialized copy, unparsed: what costguard reads
+/// (the SDK's `get_map` would also make two `String`s per header).
+fn header_map_bytes(map: MapType) -> Vec<u8> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size = 0usize;
+    // SAFETY: the host allocates `size` bytes through the SDK's exported
+    // allocator (Rust's), so the Vec takes ownership of them.
+    unsafe {
+        if proxy_get_header_map_pairs(map as u32, &mut data, &mut size) == 0 && !data.is_null() {
+            return Vec::from_raw_parts(data, size, size);
+        }
+    }
+    Vec::new()
+}
+
 proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root(Probe::None, 0)) });
 }}
@@ -101,10 +120,10 @@ impl HttpContext for Noop {
             let _ = hostcalls::get_current_time();
         });
         self.repeat(Probe::GetHeaders, |_| {
-            let _ = hostcalls::get_map(MapType::HttpRequestHeaders);
+            std::hint::black_box(header_map_bytes(MapType::HttpRequestHeaders));
         });
         self.repeat(Probe::ReadAll, |_| {
-            let _ = hostcalls::get_map(MapType::HttpRequestHeaders);
+            std::hint::black_box(header_map_bytes(MapType::HttpRequestHeaders));
         });
         self.repeat(Probe::SharedGet, |_| {
             let _ = hostcalls::get_shared_data("probe");
@@ -143,7 +162,7 @@ impl HttpContext for Noop {
     }
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
         self.repeat(Probe::ReadAll, |_| {
-            let _ = hostcalls::get_map(MapType::HttpResponseHeaders);
+            std::hint::black_box(header_map_bytes(MapType::HttpResponseHeaders));
         });
         self.repeat(Probe::SetHeader, |i| {
             let name = format!("x-probe-{i}");
