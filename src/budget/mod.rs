@@ -16,6 +16,7 @@
 //!
 //! Every write is a compare-and-swap in [`crate::store`]: no update is lost.
 
+mod fingerprint;
 mod global;
 mod held;
 pub mod reservations;

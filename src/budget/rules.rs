@@ -12,9 +12,10 @@
 //! never given to another key: that would hand a payer a fresh budget. When
 //! every slot a key may use is live, the key is refused ([`Reserve::Full`]).
 
+use super::fingerprint::slot_fingerprint;
 use super::held::{self, Held};
 use super::reservations::{Reservations, Ticket};
-use super::sessions::{home_slot, slot_fingerprint};
+use super::sessions::home_slot;
 use super::window::Window;
 use crate::fleet::FleetTally;
 use crate::money::Micros;

@@ -10,6 +10,8 @@ use crate::store::{
 };
 use sha2::{Digest, Sha256};
 
+use super::fingerprint::slot_fingerprint;
+
 pub const KEY_SWEEP: &str = "costguard/v1/sweep";
 /// How many slots a session may live in, from its home slot on.
 pub const PROBES: u32 = 8;
@@ -31,21 +33,6 @@ pub struct SessionKey {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvalidSessionId;
-
-/// What a slot stores of a key: the first 16 bytes of a SHA-256 of its
-/// parts (never the key itself), never all-zero (that marks a free slot).
-pub(crate) fn slot_fingerprint(parts: &[&[u8]]) -> [u8; 16] {
-    let digest = parts
-        .iter()
-        .fold(Sha256::new(), |h, part| h.chain_update(part))
-        .finalize();
-    let mut fingerprint = [0u8; 16];
-    fingerprint.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
-    if fingerprint == [0; 16] {
-        fingerprint[0] = 1;
-    }
-    fingerprint
-}
 
 fn sha256_hex_prefix(domain: &[u8], value: &[u8], hex_len: usize) -> String {
     let digest = Sha256::new()
