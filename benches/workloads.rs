@@ -161,7 +161,7 @@ pub fn small_request(config: &Config, response: &[u8]) -> Micros {
             price(
                 &config.prices,
                 model.as_deref(),
-                request.model.as_deref(),
+                request.facts.model.as_deref(),
                 &usage,
                 tier,
             )
@@ -258,6 +258,9 @@ impl ExchangeHeaders {
 
 /// One small non-streaming Chat request through every callback of the core,
 /// as the adapter drives it (the `n`th request; in a session when `sessions`).
+/// Never inlined: a profile can count this function alone
+/// (`valgrind --tool=callgrind --toggle-collect=*small_exchange`).
+#[inline(never)]
 pub fn small_exchange(
     env: &mut ExchangeEnv,
     headers: &ExchangeHeaders,

@@ -11,12 +11,17 @@ use crate::money::Micros;
 use crate::pricing::{price, PriceTable, ServiceTier};
 use crate::usage::Usage;
 
-const PATHS: PathSpec = &[
+/// What the estimate reads, then what the `include_usage` rewrite reads of
+/// a held Chat body: one scan of a held body serves both.
+pub(crate) const HELD_BODY_PATHS: PathSpec = &[
     &["model"],
     &["max_completion_tokens"],
     &["max_tokens"],
     &["max_output_tokens"],
+    &["stream"],
+    &["stream_options"],
 ];
+const PATHS: PathSpec = HELD_BODY_PATHS.split_at(4).0;
 const MODEL: usize = 0;
 const MAX_OUTPUT: [usize; 3] = [1, 2, 3];
 /// Bytes per input token assumed by the estimate.
@@ -84,7 +89,15 @@ impl RequestReader {
     pub fn finish(mut self) -> RequestFacts {
         // A body that is not JSON still has a size; its values are what was read.
         let _ = self.scanner.finish();
-        let value = |t: usize| match self.scanner.captured(t) {
+        RequestFacts::read(&self.scanner, self.body_bytes)
+    }
+}
+
+impl RequestFacts {
+    /// From a scanner of [`PATHS`] (or of [`HELD_BODY_PATHS`]) that has read
+    /// the body's `body_bytes`.
+    pub(crate) fn read(scanner: &JsonScanner, body_bytes: u64) -> RequestFacts {
+        let value = |t: usize| match scanner.captured(t) {
             Some(Captured::Value(v)) => Some(v.as_slice()),
             _ => None,
         };
@@ -95,7 +108,7 @@ impl RequestReader {
         });
         RequestFacts {
             model: value(MODEL).and_then(json_string),
-            body_bytes: self.body_bytes,
+            body_bytes,
             max_output_tokens,
         }
     }

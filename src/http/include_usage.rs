@@ -1,7 +1,8 @@
 //! The `include_usage` rewrite of streaming Chat Completions requests: the
 //! upstream then reports a stream's usage in a final chunk.
 
-use crate::json_scan::{json_string, Captured, JsonScanner, PathSpec};
+use super::estimate::{RequestFacts, HELD_BODY_PATHS};
+use crate::json_scan::{Captured, JsonScanner};
 use serde_json::{Map, Value};
 
 /// Request bodies read for the `include_usage` rewrite are at most this
@@ -25,34 +26,33 @@ pub enum Injection {
 /// What a Chat Completions request body says, read in one pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatRequest {
-    pub model: Option<String>,
+    /// Its model and what its estimate needs.
+    pub facts: RequestFacts,
     pub injection: Injection,
 }
 
-const REQUEST_PATHS: PathSpec = &[&["stream"], &["stream_options"], &["model"]];
-const STREAM: usize = 0;
-const STREAM_OPTIONS: usize = 1;
-const MODEL: usize = 2;
+const STREAM: usize = 4;
+const STREAM_OPTIONS: usize = 5;
 
-/// Reads a Chat Completions request body for its `model` and, for a
-/// `"stream": true` request, makes sure it carries
+/// Reads a Chat Completions request body for its model and estimate and,
+/// for a `"stream": true` request, makes sure it carries
 /// `stream_options.include_usage = true`. Every other byte is kept: a body
 /// without `stream_options` gets it inserted in front; otherwise only the
 /// `stream_options` value is replaced. The body is scanned once; nothing
 /// but those values is parsed.
 pub fn inspect_chat_request(body: &[u8]) -> ChatRequest {
-    let mut scanner = JsonScanner::new(REQUEST_PATHS, 64 * 1024);
+    let mut scanner = JsonScanner::new(HELD_BODY_PATHS, 64 * 1024);
     scanner.feed(body);
     let complete = scanner.finish().is_ok();
     let value = |t: usize| match scanner.captured(t) {
         Some(Captured::Value(v)) => Some(v.as_slice()),
         _ => None,
     };
-    let model = value(MODEL).and_then(json_string);
+    let facts = RequestFacts::read(&scanner, body.len() as u64);
     let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     if !complete || !is_object {
         return ChatRequest {
-            model,
+            facts,
             injection: Injection::NotJson,
         };
     }
@@ -68,7 +68,7 @@ pub fn inspect_chat_request(body: &[u8]) -> ChatRequest {
             (Some(_), None) => Injection::NotJson,
         }
     };
-    ChatRequest { model, injection }
+    ChatRequest { facts, injection }
 }
 
 fn insert_stream_options(body: &[u8]) -> Injection {
@@ -115,7 +115,10 @@ mod tests {
     #[test]
     fn injects_include_usage_keeping_other_bytes() {
         let body = br#"{"model":"gpt-5", "stream":true,"messages":[{"role":"user","content":"hi"}],"temperature":0.7}"#;
-        assert_eq!(inspect_chat_request(body).model.as_deref(), Some("gpt-5"));
+        assert_eq!(
+            inspect_chat_request(body).facts.model.as_deref(),
+            Some("gpt-5")
+        );
         let Injection::Rewritten(out) = inject_include_usage(body) else {
             panic!("not rewritten")
         };

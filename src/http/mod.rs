@@ -710,8 +710,12 @@ impl HttpExchange {
         body: &[u8],
     ) -> Result<Option<Vec<u8>>, LocalReply> {
         let request = inspect_chat_request(body);
-        self.request_model = request.model;
-        self.read_request_body(env, body, true)?;
+        self.request_model.clone_from(&request.facts.model);
+        // The scan above read what the reader would have: no second one.
+        if self.reader.take().is_some() && !self.settled {
+            self.reserve(env, request.facts)
+                .inspect_err(|_| self.settled = true)?;
+        }
         Ok(match request.injection {
             Injection::Rewritten(new_body) => Some(new_body),
             _ => None,
