@@ -32,6 +32,31 @@ pub trait Store {
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError>;
 }
 
+/// `prefix` then `n` in at least 8 decimal digits (`{n:08}`), written by
+/// hand: a slot's key is made for every store access of a request, and the
+/// formatting machinery costs several times more.
+pub(crate) fn numbered_key(prefix: &str, n: u32) -> String {
+    let mut digits = [b'0'; 10];
+    let mut rest = n;
+    let mut used = 0;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        used += 1;
+        if rest == 0 && used >= 8 {
+            break;
+        }
+    }
+    let mut key = String::with_capacity(prefix.len() + used);
+    key.push_str(prefix);
+    digits
+        .get(digits.len() - used..)
+        .unwrap_or_default()
+        .iter()
+        .for_each(|&d| key.push(char::from(d)));
+    key
+}
+
 /// Fixed-width encoding of a stored record.
 pub trait Record: Sized + Default {
     fn encode(&self) -> Vec<u8>;
@@ -154,6 +179,18 @@ pub mod mem {
             self.next_cas.set(next);
             map.insert(key.to_string(), (value.to_vec(), next));
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numbered_key;
+
+    #[test]
+    fn numbered_keys_are_zero_padded_to_eight_digits() {
+        for n in [0, 7, 12_345_678, 99_999_999, 100_000_000, u32::MAX] {
+            assert_eq!(numbered_key("p/", n), format!("p/{n:08}"));
         }
     }
 }

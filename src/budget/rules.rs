@@ -26,7 +26,7 @@ use crate::store::{Record, Store, StoreError, CREATE_CAS, MAX_CAS_ATTEMPTS};
 pub const RULE_PROBES: u32 = 32;
 
 pub fn rule_slot_key(slot: u32) -> String {
-    format!("costguard/v1/budget/{slot:08}")
+    crate::store::numbered_key("costguard/v1/budget/", slot)
 }
 
 /// One key of one rule: its fingerprint in the store.

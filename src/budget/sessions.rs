@@ -19,7 +19,7 @@ pub const PROBES: u32 = 8;
 pub const MAX_SESSION_ID_LEN: usize = 256;
 
 pub fn slot_key(slot: u32) -> String {
-    format!("costguard/v1/slot/{slot:08}")
+    crate::store::numbered_key("costguard/v1/slot/", slot)
 }
 
 /// A session's identity: the id shown to clients and the fingerprint stored.
