@@ -8,10 +8,12 @@ and Envoy runs ~50x slower under valgrind, so its timers (costguard's 100 ms
 and 1 s ticks) fire more often per request than they do at full speed."""
 import http.client
 import json
+import re
 import stat
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import conftest
@@ -50,12 +52,21 @@ def _request(conn, workload, session):
         raise RuntimeError(f"{workload['path']}: HTTP {response.status}")
 
 
+@dataclass
+class Counted:
+    """Instructions per request: all of Envoy's, and those in code no file
+    maps — V8's generated code: the filter's compiled Wasm and the stubs
+    that cross between it and Envoy (V8's builtins are in Envoy's binary)."""
+    total: float
+    generated: float
+
+
 def _callgrind_control(*args):
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
 
 
 def count(start_envoy, configs, workloads):
-    """{(workload, config name): instructions per request}. `start_envoy(name,
+    """{(workload, config name): Counted per request}. `start_envoy(name,
     spec)` starts a one-worker Envoy for a configuration; it is called with
     the Envoy binary swapped for callgrind's wrapper."""
     results = {}
@@ -80,9 +91,11 @@ def count(start_envoy, configs, workloads):
                         label = f"m{len(results)}"
                         _callgrind_control(f"--dump={label}", pid)
                         _callgrind_control("--instr=off", pid)
-                        results[(wname, name)] = _dumped(directory, pid, label) / REQUESTS[wname]
-                        print(f"callgrind {wname:15} {name:45} {results[(wname, name)]:12,.0f} instructions/request",
-                              flush=True)
+                        total, generated = _dumped(directory, pid, label)
+                        n = REQUESTS[wname]
+                        results[(wname, name)] = Counted(total / n, generated / n)
+                        print(f"callgrind {wname:15} {name:45} {total / n:12,.0f} instructions/request "
+                              f"({generated / n:,.0f} in generated code)", flush=True)
                     conn.close()
                 finally:
                     envoy.stop()
@@ -92,8 +105,8 @@ def count(start_envoy, configs, workloads):
 
 
 def _dumped(directory, pid, label, timeout=60.0):
-    """The instructions of the dump requested with `label` (callgrind writes
-    it asynchronously)."""
+    """(all instructions, those in generated code) of the dump requested with
+    `label` (callgrind writes it asynchronously)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for f in Path(directory).glob(f"callgrind.{pid}.*"):
@@ -102,6 +115,18 @@ def _dumped(directory, pid, label, timeout=60.0):
                 continue
             for line in text.splitlines():
                 if line.startswith(("summary:", "totals:")):
-                    return int(line.split()[1])
+                    return int(line.split()[1]), _generated(f)
         time.sleep(0.2)
     raise RuntimeError(f"callgrind wrote no dump {label} for Envoy {pid}")
+
+
+# A function line of callgrind_annotate: "1,234 (5.6%)  file:function [object]".
+_FUNCTION_LINE = re.compile(r"^\s*([\d,]+) \([^)]*\)\s+.*\[([^\]]*)\]\s*$")
+
+
+def _generated(dump):
+    """Instructions a dump counts in code of no mapped file (object `???`)."""
+    out = subprocess.run(["callgrind_annotate", "--threshold=100", "--inclusive=no", str(dump)],
+                         capture_output=True, text=True, check=True).stdout
+    return sum(int(m.group(1).replace(",", "")) for m in map(_FUNCTION_LINE.match, out.splitlines())
+               if m and m.group(2) == "???")
