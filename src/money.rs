@@ -109,22 +109,41 @@ pub fn format_usd(micros: Micros) -> String {
 /// state, headers), and the formatting machinery costs several times more.
 pub fn format_decimal_units(units: u64, decimals: u32) -> String {
     let decimals = decimals.min(19) as usize;
-    // Least significant first, and at least one digit before the point.
-    let mut digits = Vec::with_capacity(24);
+    // Least significant first; positions past the last digit stay '0', so
+    // there is at least one digit before the point. A u64 has at most 20.
+    let mut digits = [b'0'; 20];
+    let mut used = 0;
     let mut rest = units;
-    while rest > 0 || digits.len() <= decimals {
-        digits.push(b'0' + (rest % 10) as u8);
+    // u64 division is a library call in Wasm: u32 once the value fits
+    // (below $4,294 in micro-dollars, nearly always).
+    while rest > u64::from(u32::MAX) {
+        if let Some(d) = digits.get_mut(used) {
+            *d = b'0' + (rest % 10) as u8;
+        }
         rest /= 10;
+        used += 1;
     }
-    let (fraction, whole) = digits.split_at(decimals);
-    let mut text = String::with_capacity(digits.len() + 1);
-    text.extend(whole.iter().rev().map(|&d| char::from(d)));
+    let mut rest = rest as u32;
+    while rest > 0 {
+        if let Some(d) = digits.get_mut(used) {
+            *d = b'0' + (rest % 10) as u8;
+        }
+        rest /= 10;
+        used += 1;
+    }
+    let all = digits.get(..used.max(decimals + 1)).unwrap_or(&digits);
+    let (fraction, whole) = all.split_at(decimals.min(all.len()));
     let significant = fraction.iter().position(|&d| d != b'0');
-    if let Some(fraction) = significant.and_then(|first| fraction.get(first..)) {
-        text.push('.');
-        text.extend(fraction.iter().rev().map(|&d| char::from(d)));
+    let fraction = significant
+        .and_then(|first| fraction.get(first..))
+        .unwrap_or(&[]);
+    let mut text = Vec::with_capacity(whole.len() + 1 + fraction.len());
+    text.extend(whole.iter().rev());
+    if !fraction.is_empty() {
+        text.push(b'.');
+        text.extend(fraction.iter().rev());
     }
-    text
+    String::from_utf8(text).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -36,25 +36,22 @@ pub trait Store {
 /// hand: a slot's key is made for every store access of a request, and the
 /// formatting machinery costs several times more.
 pub(crate) fn numbered_key(prefix: &str, n: u32) -> String {
+    // Most significant last; a u32 has at most 10 digits.
     let mut digits = [b'0'; 10];
-    let mut rest = n;
     let mut used = 0;
-    for d in digits.iter_mut().rev() {
-        *d = b'0' + (rest % 10) as u8;
+    let mut rest = n;
+    while rest > 0 {
+        if let Some(d) = digits.get_mut(used) {
+            *d = b'0' + (rest % 10) as u8;
+        }
         rest /= 10;
         used += 1;
-        if rest == 0 && used >= 8 {
-            break;
-        }
     }
-    let mut key = String::with_capacity(prefix.len() + used);
-    key.push_str(prefix);
-    digits
-        .get(digits.len() - used..)
-        .unwrap_or_default()
-        .iter()
-        .for_each(|&d| key.push(char::from(d)));
-    key
+    let digits = digits.get(..used.max(8)).unwrap_or(&digits);
+    let mut key = Vec::with_capacity(prefix.len() + digits.len());
+    key.extend_from_slice(prefix.as_bytes());
+    key.extend(digits.iter().rev());
+    String::from_utf8(key).unwrap_or_default()
 }
 
 /// Fixed-width encoding of a stored record.
