@@ -1,11 +1,12 @@
 """Envoy's own instructions per request, counted by callgrind: one worker,
 warm, one request at a time on a keep-alive connection, counting on only
-while the measured requests run. Deterministic to ~1.5% between runs (the
-throughput figures of the same code differ by up to 20% here), so it
-resolves changes the rounds cannot. User space only: kernel time (a large
-part of an SSE response's, whose chunks are many small writes) is not in it;
-and Envoy runs ~50x slower under valgrind, so its timers (costguard's 100 ms
-and 1 s ticks) fire more often per request than they do at full speed."""
+while the measured requests run. Two counts of one build agree to ~1.5%,
+up to 4% where costguard's 100 ms and 1 s ticks land differently among the
+requests (the throughput figures of the same code differ by up to 20%
+here), so it resolves changes the rounds cannot. User space only: kernel
+time (a large part of an SSE response's, whose chunks are many small
+writes) is not in it; and Envoy runs ~50x slower under valgrind, so those
+ticks fire more often per request than they do at full speed."""
 import http.client
 import json
 import re
