@@ -113,6 +113,22 @@ mod tests {
     }
 
     #[test]
+    fn a_held_body_reads_what_the_estimate_reader_reads() {
+        use super::super::estimate::RequestReader;
+        for body in [
+            &br#"{"model":"gpt-5","stream":true,"max_tokens":7,"messages":[{"max_tokens":9}]}"#[..],
+            br#"{"stream_options":{"include_usage":true},"max_completion_tokens":30,"model":"o3"}"#,
+            br#"{"model":"gpt-5","max_output_tokens":"12"}"#,
+            br#"{"model":"#,
+            b"not json",
+        ] {
+            let mut reader = RequestReader::new();
+            reader.feed(body);
+            assert_eq!(inspect_chat_request(body).facts, reader.finish());
+        }
+    }
+
+    #[test]
     fn injects_include_usage_keeping_other_bytes() {
         let body = br#"{"model":"gpt-5", "stream":true,"messages":[{"role":"user","content":"hi"}],"temperature":0.7}"#;
         assert_eq!(
