@@ -1,12 +1,15 @@
 """Envoy's own instructions per request, counted by callgrind: one worker,
 warm, one request at a time on a keep-alive connection, counting on only
-while the measured requests run. Two counts of one build agree to ~1.5%,
-up to 4% where costguard's 100 ms and 1 s ticks land differently among the
-requests (the throughput figures of the same code differ by up to 20%
-here), so it resolves changes the rounds cannot. User space only: kernel
-time (a large part of an SSE response's, whose chunks are many small
-writes) is not in it; and Envoy runs ~50x slower under valgrind, so those
-ticks fire more often per request than they do at full speed."""
+while the measured requests run, less what the same Envoy does idle in as
+much time. Envoy runs ~50x slower under valgrind, so timers fire ~50x more
+often per request than at full speed: costguard's 1 s tick (stats flush,
+global window, idle-session sweep) costs ~1.5M instructions a second, which
+would add ~12k to every small request of a count; its idle rate is measured
+over 10 s after each configuration's requests and subtracted. What remains
+varies by how many ticks land in the window (~1.5-2 s for 200 small
+requests). User space only: kernel time (a large part of an SSE
+response's, whose chunks are many small writes) is not in it; the
+throughput figures of the same code differ by up to 20% here."""
 import http.client
 import json
 import re
@@ -53,13 +56,19 @@ def _request(conn, workload, session):
         raise RuntimeError(f"{workload['path']}: HTTP {response.status}")
 
 
+# Seconds each configuration's Envoy is counted idle, for its timers' rate.
+IDLE_SECONDS = 10.0
+
+
 @dataclass
 class Counted:
-    """Instructions per request: all of Envoy's, and those in code no file
-    maps — V8's generated code: the filter's compiled Wasm and the stubs
-    that cross between it and Envoy (V8's builtins are in Envoy's binary)."""
+    """Instructions per request, less the idle rate over the same time: all
+    of Envoy's, and those in code no file maps — V8's generated code: the
+    filter's compiled Wasm and the stubs that cross between it and Envoy
+    (V8's builtins are in Envoy's binary); `idle` is what was subtracted."""
     total: float
     generated: float
+    idle: float = 0.0
 
 
 def _callgrind_control(*args):
@@ -79,30 +88,45 @@ def count(start_envoy, configs, workloads):
                 envoy = start_envoy(name, spec)
                 try:
                     conn = http.client.HTTPConnection("127.0.0.1", envoy.port, timeout=120)
+                    pid = str(envoy.proc.pid)
+                    counted = {}
                     for wname, workload in workloads.items():
                         sessions = spec.get("sessions", 0)
                         session = (lambda i: i % sessions) if sessions else (lambda i: None)
                         for i in range(WARM_UP[wname]):
                             _request(conn, workload, session(i))
-                        pid = str(envoy.proc.pid)
-                        _callgrind_control("--zero", pid)
-                        _callgrind_control("--instr=on", pid)
-                        for i in range(REQUESTS[wname]):
-                            _request(conn, workload, session(i))
-                        label = f"m{len(results)}"
-                        _callgrind_control(f"--dump={label}", pid)
-                        _callgrind_control("--instr=off", pid)
-                        total, generated = _dumped(directory, pid, label)
+                        counted[wname] = _counting(directory, pid, f"m{len(results)}-{len(counted)}",
+                                                   lambda: [_request(conn, workload, session(i))
+                                                            for i in range(REQUESTS[wname])])
+                    idle_total, idle_generated, idle_s = _counting(directory, pid, f"i{len(results)}",
+                                                                   lambda: time.sleep(IDLE_SECONDS))
+                    for wname, (total, generated, seconds) in counted.items():
                         n = REQUESTS[wname]
-                        results[(wname, name)] = Counted(total / n, generated / n)
-                        print(f"callgrind {wname:15} {name:45} {total / n:12,.0f} instructions/request "
-                              f"({generated / n:,.0f} in generated code)", flush=True)
+                        idle = idle_total / idle_s * seconds
+                        results[(wname, name)] = Counted((total - idle) / n,
+                                                         (generated - idle_generated / idle_s * seconds) / n,
+                                                         idle / n)
+                        print(f"callgrind {wname:15} {name:45} {(total - idle) / n:12,.0f} instructions/request "
+                              f"({results[(wname, name)].generated:,.0f} in generated code; {idle / n:,.0f} "
+                              f"idle subtracted: {seconds:.1f} s at {idle_total / idle_s:,.0f}/s)", flush=True)
                     conn.close()
                 finally:
                     envoy.stop()
         finally:
             conftest.ENVOY_BIN = original
     return results
+
+
+def _counting(directory, pid, label, run):
+    """(all instructions, those in generated code, seconds) while `run()` runs."""
+    _callgrind_control("--zero", pid)
+    _callgrind_control("--instr=on", pid)
+    started = time.monotonic()
+    run()
+    seconds = time.monotonic() - started
+    _callgrind_control(f"--dump={label}", pid)
+    _callgrind_control("--instr=off", pid)
+    return (*_dumped(directory, pid, label), seconds)
 
 
 def _dumped(directory, pid, label, timeout=60.0):
