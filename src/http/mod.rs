@@ -372,7 +372,6 @@ impl HttpExchange {
         if self.session.is_some() || !self.rules.is_empty() {
             if end_of_stream {
                 if let Err(reply) = self.reserve(env, RequestFacts::default()) {
-                    self.settled = true;
                     return Admission::Refuse(reply);
                 }
             } else {
@@ -529,7 +528,8 @@ impl HttpExchange {
 
     /// The request's body has been read: reserve its estimate against the
     /// session and every rule that applies (`reservation.mode: off`: check
-    /// them). Refused: what was reserved is released.
+    /// them). Refused: what was reserved is released and the exchange is
+    /// settled (nothing more is booked for it).
     fn reserve(&mut self, env: &mut dyn HttpEnv, facts: RequestFacts) -> Result<(), LocalReply> {
         let now = env.now_ms();
         if self.request_model.is_none() {
@@ -555,6 +555,7 @@ impl HttpExchange {
                 Ok(SessionReserve::NoRoom { spend }) => {
                     let reply = replies::session_budget_exceeded(spend, cfg.budget);
                     env.event(Event::RejectedSessionBudget);
+                    self.settled = true;
                     return Err(reply);
                 }
                 Ok(SessionReserve::Lost) => {}
@@ -577,6 +578,7 @@ impl HttpExchange {
             }
             Err(reply) => {
                 self.settle_session(env, 0, now);
+                self.settled = true;
                 Err(reply)
             }
         }
@@ -698,7 +700,6 @@ impl HttpExchange {
             .map(RequestReader::finish)
             .unwrap_or_default();
         self.reserve(env, facts)
-            .inspect_err(|_| self.settled = true)
     }
 
     /// The whole held request body: notes its model, reserves (refused:
@@ -713,8 +714,7 @@ impl HttpExchange {
         self.request_model.clone_from(&request.facts.model);
         // The scan above read what the reader would have: no second one.
         if self.reader.take().is_some() && !self.settled {
-            self.reserve(env, request.facts)
-                .inspect_err(|_| self.settled = true)?;
+            self.reserve(env, request.facts)?;
         }
         Ok(match request.injection {
             Injection::Rewritten(new_body) => Some(new_body),
