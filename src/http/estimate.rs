@@ -21,7 +21,10 @@ pub(crate) const HELD_BODY_PATHS: PathSpec = &[
     &["stream"],
     &["stream_options"],
 ];
-const PATHS: PathSpec = HELD_BODY_PATHS.split_at(4).0;
+/// Where the rewrite's paths are in [`HELD_BODY_PATHS`].
+pub(crate) const STREAM: usize = 4;
+pub(crate) const STREAM_OPTIONS: usize = 5;
+const PATHS: PathSpec = HELD_BODY_PATHS.split_at(STREAM).0;
 const MODEL: usize = 0;
 const MAX_OUTPUT: [usize; 3] = [1, 2, 3];
 /// Bytes per input token assumed by the estimate.

@@ -1,7 +1,7 @@
 //! The `include_usage` rewrite of streaming Chat Completions requests: the
 //! upstream then reports a stream's usage in a final chunk.
 
-use super::estimate::{RequestFacts, HELD_BODY_PATHS};
+use super::estimate::{RequestFacts, HELD_BODY_PATHS, STREAM, STREAM_OPTIONS};
 use crate::json_scan::{Captured, JsonScanner};
 use serde_json::{Map, Value};
 
@@ -30,9 +30,6 @@ pub struct ChatRequest {
     pub facts: RequestFacts,
     pub injection: Injection,
 }
-
-const STREAM: usize = 4;
-const STREAM_OPTIONS: usize = 5;
 
 /// Reads a Chat Completions request body for its model and estimate and,
 /// for a `"stream": true` request, makes sure it carries
