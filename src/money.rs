@@ -109,28 +109,8 @@ pub fn format_usd(micros: Micros) -> String {
 /// state, headers), and the formatting machinery costs several times more.
 pub fn format_decimal_units(units: u64, decimals: u32) -> String {
     let decimals = decimals.min(19) as usize;
-    // Least significant first; positions past the last digit stay '0', so
-    // there is at least one digit before the point. A u64 has at most 20.
-    let mut digits = [b'0'; 20];
-    let mut used = 0;
-    let mut rest = units;
-    // u64 division is a library call in Wasm: u32 once the value fits
-    // (below $4,294 in micro-dollars, nearly always).
-    while rest > u64::from(u32::MAX) {
-        if let Some(d) = digits.get_mut(used) {
-            *d = b'0' + (rest % 10) as u8;
-        }
-        rest /= 10;
-        used += 1;
-    }
-    let mut rest = rest as u32;
-    while rest > 0 {
-        if let Some(d) = digits.get_mut(used) {
-            *d = b'0' + (rest % 10) as u8;
-        }
-        rest /= 10;
-        used += 1;
-    }
+    // Positions past the last digit are '0': at least one digit before the point.
+    let (digits, used) = decimal_digits(units);
     let all = digits.get(..used.max(decimals + 1)).unwrap_or(&digits);
     let (fraction, whole) = all.split_at(decimals.min(all.len()));
     let significant = fraction.iter().position(|&d| d != b'0');
@@ -144,6 +124,34 @@ pub fn format_decimal_units(units: u64, decimals: u32) -> String {
         text.extend(fraction.iter().rev());
     }
     String::from_utf8(text).unwrap_or_default()
+}
+
+/// The decimal digits of `n`, least significant first, and how many there
+/// are (none for 0); the buffer's positions past them are '0'. Written by
+/// hand for text made on every request, and divided as u32 once the value
+/// fits: u64 division is a library call in Wasm (below $4,294 in
+/// micro-dollars, nearly always).
+pub(crate) fn decimal_digits(n: u64) -> ([u8; 20], usize) {
+    // A u64 has at most 20 digits.
+    let mut digits = [b'0'; 20];
+    let mut used = 0;
+    let mut put = |digit: u8| {
+        if let Some(d) = digits.get_mut(used) {
+            *d = b'0' + digit;
+        }
+        used += 1;
+    };
+    let mut rest = n;
+    while rest > u64::from(u32::MAX) {
+        put((rest % 10) as u8);
+        rest /= 10;
+    }
+    let mut rest = rest as u32;
+    while rest > 0 {
+        put((rest % 10) as u8);
+        rest /= 10;
+    }
+    (digits, used)
 }
 
 #[cfg(test)]

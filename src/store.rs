@@ -36,17 +36,7 @@ pub trait Store {
 /// hand: a slot's key is made for every store access of a request, and the
 /// formatting machinery costs several times more.
 pub(crate) fn numbered_key(prefix: &str, n: u32) -> String {
-    // Most significant last; a u32 has at most 10 digits.
-    let mut digits = [b'0'; 10];
-    let mut used = 0;
-    let mut rest = n;
-    while rest > 0 {
-        if let Some(d) = digits.get_mut(used) {
-            *d = b'0' + (rest % 10) as u8;
-        }
-        rest /= 10;
-        used += 1;
-    }
+    let (digits, used) = crate::money::decimal_digits(u64::from(n));
     let digits = digits.get(..used.max(8)).unwrap_or(&digits);
     let mut key = Vec::with_capacity(prefix.len() + digits.len());
     key.extend_from_slice(prefix.as_bytes());
