@@ -8,7 +8,7 @@ SIM     := target/release/openai-sim
 CARGO   ?= cargo
 PYTEST_ARGS ?=
 
-.PHONY: catalog price-catalog-file prices prices-check rls-server bench bench-core noop kit all build sim envoy run test unit integration validate lint fmt clean wasm-target fuzz fuzz-smoke fuzz-tools soak
+.PHONY: catalog price-catalog-file prices prices-check rls-server bench bench-core noop kit all build sim envoy run test unit wasm-check integration validate lint fmt clean wasm-target fuzz fuzz-smoke fuzz-tools soak
 SOAK_SECONDS ?= 180
 FUZZ_TARGETS := sse event_scan json_body ws_server ws_client config split_invariance catalog request_body
 FUZZ_TIME ?= 60
@@ -79,10 +79,21 @@ run: build sim envoy
 	tools/run.sh
 
 ## test: unit tests, config validation, fuzz smoke, integration tests against real Envoy
-test: build sim envoy prices-check unit validate fuzz-smoke integration
+test: build sim envoy prices-check unit wasm-check validate fuzz-smoke integration
 
 unit: $(CATALOG)
 	COSTGUARD_CATALOG=$(CURDIR)/$(CATALOG) $(CARGO) test --workspace
+
+## wasm-check: the core's vector code compiled as the filter is (Wasm SIMD),
+## run in Node's V8 on both its tiers against a bytewise reference
+WASM_CHECK := target/wasm-check/wasm32-wasip1/release/costguard-wasm-check.wasm
+wasm-check: wasm-target
+	@command -v node >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs)
+	@# Its own target directory, as for the hotpath example: the library's
+	@# cdylib artifact stays the filter's.
+	CARGO_TARGET_DIR=target/wasm-check $(CARGO) build --release --target wasm32-wasip1 -p costguard-wasm-check
+	node --no-warnings tests/wasm-check/run.mjs $(WASM_CHECK)
+	node --no-warnings --no-liftoff tests/wasm-check/run.mjs $(WASM_CHECK)
 
 validate: build envoy
 	$(ENVOY) --mode validate -c envoy/envoy.yaml --log-level warn

@@ -10,6 +10,8 @@
 //!
 //! Keys written with escapes (`"us\u0061ge"`) never match a path.
 
+use crate::string_end::{string_end, StringEnd};
+
 /// Deepest nesting tracked; deeper documents are rejected as malformed.
 pub const MAX_DEPTH: u32 = 1024;
 /// Longest key path that can be captured.
@@ -120,36 +122,6 @@ struct ActiveCapture {
     too_large: bool,
 }
 
-/// Where a string whose text starts at `chunk[from]` ends in this chunk.
-enum StringEnd {
-    /// At the closing quote at this index.
-    Closed(usize),
-    /// Not in this chunk; `escape_pending`: its last byte began an escape,
-    /// so the next chunk's first byte is escaped.
-    Open { escape_pending: bool },
-}
-
-/// Skips a string's text to its closing quote. Only quotes are searched
-/// for: a quote closes the string unless an odd run of backslashes is right
-/// before it (each escapes the next byte), so escapes that are not `\"` —
-/// `\n` and the like, most of them in real text — cost nothing.
-/// `chunk[from]` is the first byte of the text in this chunk and is not
-/// escaped by what came before it.
-fn skip_string(chunk: &[u8], from: usize) -> StringEnd {
-    let text = chunk.get(from..).unwrap_or(&[]);
-    let mut pos = 0;
-    while let Some(off) = memchr::memchr(b'"', text.get(pos..).unwrap_or(&[])) {
-        let quote = pos + off;
-        if backslashes_before(text, quote).is_multiple_of(2) {
-            return StringEnd::Closed(from + quote);
-        }
-        pos = quote + 1;
-    }
-    StringEnd::Open {
-        escape_pending: !backslashes_before(text, text.len()).is_multiple_of(2),
-    }
-}
-
 /// Whether a value starting with `b` is read as a literal (a number,
 /// `true`, `false`, `null`).
 pub fn starts_literal(b: u8) -> bool {
@@ -165,12 +137,6 @@ pub fn in_literal(b: u8) -> bool {
 /// Whether `b` ends a literal (and is then read as what follows it).
 pub fn ends_literal(b: u8) -> bool {
     matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace()
-}
-
-/// How many backslashes come right before `text[end]`.
-fn backslashes_before(text: &[u8], end: usize) -> usize {
-    let before = text.get(..end).unwrap_or(&[]);
-    before.iter().rev().take_while(|&&b| b == b'\\').count()
 }
 
 pub struct JsonScanner {
@@ -489,7 +455,7 @@ impl JsonScanner {
                 }
                 State::InString { escaped: false } => {
                     // A string value's text matters only for where it ends.
-                    match skip_string(chunk, i) {
+                    match string_end(chunk, i) {
                         StringEnd::Closed(quote) => {
                             if self.active.is_none() {
                                 self.note_plain_value(quote, false);

@@ -19,6 +19,7 @@ pub mod realtime;
 pub mod replies;
 pub mod sse;
 pub mod store;
+pub mod string_end;
 pub mod usage;
 pub mod utf8;
 pub mod ws;
