@@ -56,6 +56,12 @@ def _request(conn, workload, session):
         raise RuntimeError(f"{workload['path']}: HTTP {response.status}")
 
 
+# A workload with "serve" (a Realtime session) runs for a time instead and
+# says how many responses it got: SERVE_WARM_UP_SECONDS, then counted for
+# SERVE_SECONDS.
+SERVE_SECONDS = 4
+SERVE_WARM_UP_SECONDS = 1
+
 # Seconds each configuration's Envoy is counted idle, for its timers' rate.
 IDLE_SECONDS = 10.0
 
@@ -90,18 +96,26 @@ def count(start_envoy, configs, workloads):
                     conn = http.client.HTTPConnection("127.0.0.1", envoy.port, timeout=120)
                     pid = str(envoy.proc.pid)
                     counted = {}
+                    served = {}
                     for wname, workload in workloads.items():
+                        label = f"m{len(results)}-{len(counted)}"
+                        if "serve" in workload:
+                            workload["serve"](envoy, SERVE_WARM_UP_SECONDS)
+                            counted[wname] = _counting(directory, pid, label, lambda: served.__setitem__(
+                                wname, workload["serve"](envoy, SERVE_SECONDS)))
+                            continue
                         sessions = spec.get("sessions", 0)
                         session = (lambda i: i % sessions) if sessions else (lambda i: None)
                         for i in range(WARM_UP[wname]):
                             _request(conn, workload, session(i))
-                        counted[wname] = _counting(directory, pid, f"m{len(results)}-{len(counted)}",
+                        counted[wname] = _counting(directory, pid, label,
                                                    lambda: [_request(conn, workload, session(i))
                                                             for i in range(REQUESTS[wname])])
+                        served[wname] = REQUESTS[wname]
                     idle_total, idle_generated, idle_s = _counting(directory, pid, f"i{len(results)}",
                                                                    lambda: time.sleep(IDLE_SECONDS))
                     for wname, (total, generated, seconds) in counted.items():
-                        n = REQUESTS[wname]
+                        n = served[wname]
                         idle = idle_total / idle_s * seconds
                         results[(wname, name)] = Counted((total - idle) / n,
                                                          (generated - idle_generated / idle_s * seconds) / n,

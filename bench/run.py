@@ -131,14 +131,20 @@ def envoy_cpu_s(envoy):
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def ws_load(envoy, seconds, sessions):
-    cpu_before = envoy_cpu_s(envoy)
-    r = subprocess.run([str(WS_LOAD), f"ws://127.0.0.1:{envoy.port}/v1/realtime?model=gpt-realtime",
+def ws_run(port, seconds, sessions, name):
+    """`ws-load`'s summary: Realtime sessions asking for responses for `seconds`."""
+    r = subprocess.run([str(WS_LOAD), f"ws://127.0.0.1:{port}/v1/realtime?model=gpt-realtime",
                         str(sessions), str(seconds), "4", "8000"], capture_output=True, text=True,
                        timeout=seconds + 60)
     out = json.loads(r.stdout.strip().splitlines()[-1])
     if out["errors"]:
-        raise RuntimeError(f"{envoy.name}: {out['errors']} WebSocket sessions failed")
+        raise RuntimeError(f"{name}: {out['errors']} WebSocket sessions failed")
+    return out
+
+
+def ws_load(envoy, seconds, sessions):
+    cpu_before = envoy_cpu_s(envoy)
+    out = ws_run(envoy.port, seconds, sessions, envoy.name)
     out["rps"] = out["responses"] / out["seconds"]
     out["cpu_us"] = (envoy_cpu_s(envoy) - cpu_before) * 1e6 / max(out["responses"], 1)
     return out
@@ -216,7 +222,8 @@ def main():
         if not a.no_callgrind:
             def one_worker(name, spec):
                 return start_envoy(sim.port, name, spec, concurrency=1)
-            instructions = callgrind.count(one_worker, CONFIGS, WORKLOADS)
+            instructions = callgrind.count(one_worker, CONFIGS, {**WORKLOADS, WS_WORKLOAD: {
+                "serve": lambda envoy, seconds: ws_run(envoy.port, seconds, 1, envoy.name)["responses"]}})
             instructions.update(callgrind.count(
                 one_worker, {f"probe {probe}": {"wasm": NOOP_WASM, "plugin_config": f"{probe} {PROBE_CALLS}"}
                              for probe in PROBES}, {"small JSON": WORKLOADS["small JSON"]}))
@@ -336,8 +343,9 @@ def instruction_table(instructions, a):
     """Envoy's instructions per request under callgrind, per configuration."""
     if not instructions:
         return []
-    names = [n for n in CONFIGS if all((w, n) in instructions for w in WORKLOADS)]
-    floor = {w: instructions[(w, "do-nothing Wasm")] for w in WORKLOADS}
+    counted = [w for w in [*WORKLOADS, WS_WORKLOAD] if (w, "do-nothing Wasm") in instructions]
+    names = [n for n in CONFIGS if all((w, n) in instructions for w in counted)]
+    floor = {w: instructions[(w, "do-nothing Wasm")] for w in counted}
 
     def over(w, n, part="total"):
         return getattr(instructions[(w, n)], part) - getattr(floor[w], part)
@@ -345,22 +353,25 @@ def instruction_table(instructions, a):
     lines = ["## Envoy instructions per request (callgrind)", "",
              callgrind.__doc__.strip().replace("\n", " "), "",
              f"One Envoy worker; {', '.join(f'{callgrind.REQUESTS[w]} {w}' for w in WORKLOADS)} requests counted "
-             "after a warm-up; thousands of instructions per request, the difference to the do-nothing filter, "
+             f"after a warm-up, and the {WS_WORKLOAD} responses (each as in the throughput runs above) that one "
+             f"session gets in {callgrind.SERVE_SECONDS:.0f} s, after {callgrind.SERVE_WARM_UP_SECONDS:.0f} s in "
+             "another (each session's upgrade and setup are in the count); "
+             "thousands of instructions per request, the difference to the do-nothing filter, "
              "and how much of that difference runs in V8's generated code (the filter's compiled Wasm and the "
              "stubs that cross between it and Envoy; the rest is Envoy's own code serving the host calls, and "
              "libc).",
-             "", "| configuration | " + " | ".join(f"{w} | Δ vs do-nothing | Δ in generated code" for w in WORKLOADS)
-             + " |", "|---|" + "---:|---:|---:|" * len(WORKLOADS)]
+             "", "| configuration | " + " | ".join(f"{w} | Δ vs do-nothing | Δ in generated code" for w in counted)
+             + " |", "|---|" + "---:|---:|---:|" * len(counted)]
     for n in names:
         cells = [f"{instructions[(w, n)].total / 1000:,.1f} | {over(w, n) / 1000:+,.1f} | "
-                 f"{over(w, n, 'generated') / 1000:+,.1f}" for w in WORKLOADS]
+                 f"{over(w, n, 'generated') / 1000:+,.1f}" for w in counted]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     lines.append("")
     if a.baseline_wasm:
         ratios = []
         for n in ("costguard", "costguard + sessions"):
             old = f"{n} ({a.baseline_label})"
-            parts = [f"{w} {over(w, n) / over(w, old):.2f}×" for w in WORKLOADS if over(w, old) > 0]
+            parts = [f"{w} {over(w, n) / over(w, old):.2f}×" for w in counted if over(w, old) > 0]
             ratios.append(f"{n}: " + ", ".join(parts))
         lines += ["This build's instructions over the do-nothing filter, as a share of the "
                   f"{a.baseline_label} build's: " + "; ".join(ratios) + ".", ""]
