@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 .PHONY: catalog price-catalog-file prices prices-check rls-server bench bench-core noop kit all build sim envoy run test unit wasm-check integration validate lint fmt clean wasm-target fuzz fuzz-smoke fuzz-tools soak
 SOAK_SECONDS ?= 180
-FUZZ_TARGETS := sse event_scan json_body ws_server ws_client config split_invariance catalog request_body
+FUZZ_TARGETS := sse event_scan string_end json_body ws_server ws_client config split_invariance catalog request_body
 FUZZ_TIME ?= 60
 FUZZ_SMOKE_TIME ?= 15
 

@@ -1,0 +1,14 @@
+#![no_main]
+//! Where a string's text ends, read in 64-byte blocks as quote and
+//! backslash masks, against reading it byte by byte: the same closing quote,
+//! or the same pending escape. The first byte picks where the text starts.
+use costguard::string_end::{string_end, string_end_bytewise};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&start, text)) = data.split_first() else {
+        return;
+    };
+    let from = usize::from(start).min(text.len());
+    assert_eq!(string_end(text, from), string_end_bytewise(text, from));
+});
