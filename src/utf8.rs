@@ -63,10 +63,9 @@ impl Utf8Validator {
     }
 }
 
-/// What follows the leading ASCII bytes, skipped 64 at a time (one test of
-/// eight words OR-ed together, which the compiler turns into vector code),
-/// then eight at a time: most of what is validated (JSON text, base64
-/// audio) is ASCII.
+/// What follows the leading ASCII bytes, skipped 64 at a time (eight words
+/// OR-ed together, then one test and one branch), then eight at a time:
+/// most of what is validated (JSON text, base64 audio) is ASCII.
 fn after_ascii(bytes: &[u8]) -> &[u8] {
     const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
     let mut rest = bytes;
