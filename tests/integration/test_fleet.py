@@ -86,8 +86,12 @@ def fleet(sim):
         "pricing": {"gpt-5": {"input": 10, "output": 30}},
         "session": {"budget_usd": 1000},
         "global": {"budget_usd": BUDGET_USD, "window_s": 3600, "cooldown_s": 60},
+        # Above the service's own worst case (its Redis connect and response
+        # timeouts, 200 ms each, and a reconnect): a report that costguard
+        # gives up on while the service still counts it is counted twice
+        # (README: choosing timeout_ms), which the outage tests would see.
         "global_store": {"rls_cluster": "rls", "domain": "costguard", "sync_interval_ms": 200,
-                         "timeout_ms": 250, "usd_per_hit": MICROS_PER_HIT / 1e6},
+                         "timeout_ms": 1000, "usd_per_hit": MICROS_PER_HIT / 1e6},
     }
     envoys = [Envoy(sim.port, config, rls=f"127.0.0.1:{rls.port}").wait_ready() for _ in range(2)]
     yield envoys, rls, redis
@@ -163,8 +167,12 @@ def test_redis_outage_is_survived_the_same_way(fleet):
     for e in (a, b):
         wait_until(lambda: e.stat("costguard.global_store.errors") > 0, what="errors counted")
     redis.start()
-    wait_until(lambda: redis.counter_hits() == 100 + 70 + 90, timeout=30, interval=0.3,
-               what="the spend made during the outage to arrive once")
+    seen = []
+    try:
+        wait_until(lambda: seen.append(redis.counter_hits()) or seen[-1] == 100 + 70 + 90, timeout=30,
+                   interval=0.3, what="the spend made during the outage to arrive once")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; Redis's last counts: {seen[-5:]}") from None
     time.sleep(1)
     assert redis.counter_hits() == 260
 
