@@ -57,7 +57,7 @@ def _request(conn, workload, session):
 
 
 # A workload with "serve" (a Realtime session) runs for a time instead and
-# says how many responses it got: SERVE_WARM_UP_SECONDS, then counted for
+# returns how many responses it got: SERVE_WARM_UP_SECONDS, then counted for
 # SERVE_SECONDS.
 SERVE_SECONDS = 4
 SERVE_WARM_UP_SECONDS = 1
@@ -96,26 +96,26 @@ def count(start_envoy, configs, workloads):
                     conn = http.client.HTTPConnection("127.0.0.1", envoy.port, timeout=120)
                     pid = str(envoy.proc.pid)
                     counted = {}
-                    served = {}
                     for wname, workload in workloads.items():
-                        label = f"m{len(results)}-{len(counted)}"
                         if "serve" in workload:
                             workload["serve"](envoy, SERVE_WARM_UP_SECONDS)
-                            counted[wname] = _counting(directory, pid, label, lambda: served.__setitem__(
-                                wname, workload["serve"](envoy, SERVE_SECONDS)))
-                            continue
-                        sessions = spec.get("sessions", 0)
-                        session = (lambda i: i % sessions) if sessions else (lambda i: None)
-                        for i in range(WARM_UP[wname]):
-                            _request(conn, workload, session(i))
-                        counted[wname] = _counting(directory, pid, label,
-                                                   lambda: [_request(conn, workload, session(i))
-                                                            for i in range(REQUESTS[wname])])
-                        served[wname] = REQUESTS[wname]
-                    idle_total, idle_generated, idle_s = _counting(directory, pid, f"i{len(results)}",
-                                                                   lambda: time.sleep(IDLE_SECONDS))
-                    for wname, (total, generated, seconds) in counted.items():
-                        n = served[wname]
+
+                            def run():
+                                return workload["serve"](envoy, SERVE_SECONDS)
+                        else:
+                            sessions = spec.get("sessions", 0)
+                            session = (lambda i: i % sessions) if sessions else (lambda i: None)
+                            for i in range(WARM_UP[wname]):
+                                _request(conn, workload, session(i))
+
+                            def run():
+                                for i in range(REQUESTS[wname]):
+                                    _request(conn, workload, session(i))
+                                return REQUESTS[wname]
+                        counted[wname] = _counting(directory, pid, f"m{len(results)}-{len(counted)}", run)
+                    idle_total, idle_generated, idle_s, _ = _counting(directory, pid, f"i{len(results)}",
+                                                                      lambda: time.sleep(IDLE_SECONDS))
+                    for wname, (total, generated, seconds, n) in counted.items():
                         idle = idle_total / idle_s * seconds
                         results[(wname, name)] = Counted((total - idle) / n,
                                                          (generated - idle_generated / idle_s * seconds) / n,
@@ -132,15 +132,16 @@ def count(start_envoy, configs, workloads):
 
 
 def _counting(directory, pid, label, run):
-    """(all instructions, those in generated code, seconds) while `run()` runs."""
+    """(all instructions, those in generated code, seconds, what `run()`
+    returned: how many requests it served) while `run()` runs."""
     _callgrind_control("--zero", pid)
     _callgrind_control("--instr=on", pid)
     started = time.monotonic()
-    run()
+    served = run()
     seconds = time.monotonic() - started
     _callgrind_control(f"--dump={label}", pid)
     _callgrind_control("--instr=off", pid)
-    return (*_dumped(directory, pid, label), seconds)
+    return (*_dumped(directory, pid, label), seconds, served)
 
 
 def _dumped(directory, pid, label, timeout=60.0):
