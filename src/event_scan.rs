@@ -35,14 +35,17 @@ const HEAD_CAP: usize = 512;
 /// bytes: a copy costs about what scanning a few dozen bytes does.
 const RECOPY_GAIN: usize = 32;
 
-/// How many first bytes `a` and `b` share, compared eight at a time.
+/// How many first bytes `a` and `b` share, compared eight at a time: the
+/// first differing word's lowest set bit of `x ^ y` names the byte.
 fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
-    let n = a.len().min(b.len());
-    let (a, b) = (a.get(..n).unwrap_or(&[]), b.get(..n).unwrap_or(&[]));
     let mut same = 0;
     for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        if x != y {
+        let (Ok(x), Ok(y)) = (<[u8; 8]>::try_from(x), <[u8; 8]>::try_from(y)) else {
             break;
+        };
+        let diff = u64::from_le_bytes(x) ^ u64::from_le_bytes(y);
+        if diff != 0 {
+            return same + (diff.trailing_zeros() / 8) as usize;
         }
         same += 8;
     }
@@ -86,6 +89,10 @@ pub struct EventScanner {
     scanner_is_reference_end: bool,
     /// Offset changes of the event being ended as the reference (reused).
     shifts: Vec<(u64, i64)>,
+    /// `shifts` are not yet applied to `scanner`: only [`Self::scanner`]
+    /// needs them (reusing the reference again or scanning resets every
+    /// offset), and a stream reads nothing of an event that it reuses.
+    shifts_pending: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +118,7 @@ impl EventScanner {
             phase: Phase::Holding,
             scanner_is_reference_end: false,
             shifts: Vec::new(),
+            shifts_pending: false,
         }
     }
 
@@ -135,6 +143,7 @@ impl EventScanner {
     /// copy that is valid for this event.
     fn scan_held(&mut self) {
         self.scanner_is_reference_end = false;
+        self.shifts_pending = false;
         let shared = common_prefix_len(&self.head, &self.reference);
         let from = match &self.copy {
             Some((at, copy)) if *at <= shared => {
@@ -241,7 +250,9 @@ impl EventScanner {
                     }
                 }
                 self.scanner_is_reference_end = true;
-                self.scanner.shift_offsets(&self.shifts);
+                // Finishing reads no offset that a shift moves (a literal
+                // ended by the document's end is never a reusable value).
+                self.shifts_pending = true;
                 self.phase = Phase::Reused;
             } else {
                 self.scan_held();
@@ -256,8 +267,18 @@ impl EventScanner {
         self.scanner.finish()
     }
 
+    /// Whether the event just finished ended as the reference did, unscanned:
+    /// then it captured the same bytes and ended in the same state as the
+    /// last event that [`Self::finish`] reported as not reused.
+    pub fn ended_as_reference(&self) -> bool {
+        self.phase == Phase::Reused
+    }
+
     /// The scanner, with what it captured from the current event.
-    pub fn scanner(&self) -> &JsonScanner {
+    pub fn scanner(&mut self) -> &JsonScanner {
+        if std::mem::take(&mut self.shifts_pending) {
+            self.scanner.shift_offsets(&self.shifts);
+        }
         &self.scanner
     }
 

@@ -261,11 +261,13 @@ impl JsonScanner {
             return;
         }
         let shifted = |offset: u64| {
-            let change = shifts
-                .iter()
-                .take_while(|(from, _)| *from <= offset)
-                .last()
-                .map_or(0, |(_, change)| *change);
+            let mut change = 0;
+            for &(from, by) in shifts {
+                if from > offset {
+                    break;
+                }
+                change = by;
+            }
             offset.checked_add_signed(change).unwrap_or(offset)
         };
         for at in self.captured_at.iter_mut().flatten() {

@@ -163,6 +163,18 @@ pub struct SseUsage {
     tier: Option<ServiceTier>,
     /// Events whose JSON or usage was malformed, or that were too large.
     pub malformed_events: u32,
+    /// What the last scanned event added: an event that ends as it did adds
+    /// the same, without reading its captures again.
+    reference_outcome: Option<EventOutcome>,
+}
+
+/// What one event adds to a stream's metering, besides its model and tier
+/// (which an event that repeats them leaves as they are).
+#[derive(Debug, Clone, Copy)]
+enum EventOutcome {
+    Usage(Usage),
+    Malformed,
+    Nothing,
 }
 
 impl EventSink for SseUsage {
@@ -181,8 +193,30 @@ impl EventSink for SseUsage {
             return;
         }
         let complete = self.scanner.finish().is_ok() && !end.oversized;
-        // What a stream needs of each event, read without allocating in the
-        // usual case (the same model again, no usage, no type).
+        let outcome = match self.reference_outcome {
+            // Same captures, same end state (and a held event is never
+            // oversized): the same outcome, the model and tier already read.
+            Some(outcome) if self.scanner.ended_as_reference() && !end.oversized => outcome,
+            _ => {
+                let outcome = self.read_event(complete);
+                self.reference_outcome = Some(outcome);
+                outcome
+            }
+        };
+        self.scanner.next_event();
+        match outcome {
+            EventOutcome::Usage(u) => self.usage = Some(u),
+            EventOutcome::Malformed => self.malformed_events += 1,
+            EventOutcome::Nothing => {}
+        }
+    }
+}
+
+impl SseUsage {
+    /// Reads what an event captured: its usage outcome; its model and tier
+    /// are kept. Read without allocating in the usual case (the same model
+    /// again, no usage, no type).
+    fn read_event(&mut self, complete: bool) -> EventOutcome {
         let scanned = self.scanner.scanner();
         let usage = usage_of(scanned);
         if let Some(m) = model_unless(scanned, self.model.as_deref()) {
@@ -191,12 +225,11 @@ impl EventSink for SseUsage {
         if let Some(t) = tier_of(scanned) {
             self.tier = Some(t);
         }
-        self.scanner.next_event();
         match usage {
-            Some(Ok(u)) => self.usage = Some(u),
-            Some(Err(_)) => self.malformed_events += 1,
-            None if !complete => self.malformed_events += 1,
-            None => {}
+            Some(Ok(u)) => EventOutcome::Usage(u),
+            Some(Err(_)) => EventOutcome::Malformed,
+            None if !complete => EventOutcome::Malformed,
+            None => EventOutcome::Nothing,
         }
     }
 }
@@ -228,6 +261,7 @@ impl ResponseMeter {
                     usage: None,
                     tier: None,
                     malformed_events: 0,
+                    reference_outcome: None,
                 },
                 SSE_EVENT_CAP,
             ))),
@@ -458,5 +492,67 @@ mod tests {
             meter_split(BodyKind::EventStream, s.as_bytes(), 4),
             Metered::Malformed
         );
+    }
+
+    /// An event that ends as the last scanned one adds that event's outcome
+    /// without its captures being read again: the stream's result and its
+    /// malformed count equal reading every event whole.
+    mod reused_events {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn event() -> impl Strategy<Value = String> {
+            let content = prop_oneof![Just("a"), Just("token 10 "), Just("b\\\"c")];
+            let model = prop_oneof![Just("gpt-4o-mini"), Just("gpt-4o"), Just("")];
+            let usage = prop_oneof![
+                Just("null"),
+                Just(r#"{"prompt_tokens":3,"completion_tokens":4}"#),
+                Just(r#"{"prompt_tokens":5,"completion_tokens":6}"#),
+                Just(r#"{"prompt_tokens":-1}"#),
+            ];
+            let tier = prop_oneof![Just(""), Just(r#","service_tier":"flex""#)];
+            let tail = prop_oneof![Just("}"), Just("")];
+            (content, model, usage, tier, tail).prop_map(|(c, m, u, t, end)| {
+                format!(
+                    r#"{{"model":"{m}","choices":[{{"delta":{{"content":"{c}"}}}}],"usage":{u}{t}{end}"#
+                )
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn as_if_every_event_was_read_whole(events in proptest::collection::vec(event(), 1..12)) {
+                let (mut model, mut usage, mut tier, mut malformed) = (None, None, None, 0u32);
+                let mut stream = String::new();
+                for e in &events {
+                    stream.push_str(&format!("data: {e}\n\n"));
+                    let mut whole = JsonScanner::new(USAGE_PATHS, CAPTURE_CAP);
+                    whole.feed(e.as_bytes());
+                    let complete = whole.finish().is_ok();
+                    let facts = DocumentFacts::from_scanner(&whole);
+                    model = facts.model.or(model);
+                    tier = facts.service_tier.or(tier);
+                    match facts.usage {
+                        Some(Ok(u)) => usage = Some(u),
+                        Some(Err(_)) => malformed += 1,
+                        None if !complete => malformed += 1,
+                        None => {}
+                    }
+                }
+                let mut m = ResponseMeter::new(BodyKind::EventStream);
+                m.feed(stream.as_bytes());
+                let counted = match &m.body {
+                    Body::Sse(parser) => parser.sink.malformed_events,
+                    Body::Json { .. } => unreachable!(),
+                };
+                prop_assert_eq!(counted, malformed);
+                let want = match usage {
+                    Some(usage) => Metered::Usage { model, usage, tier: tier.unwrap_or_default() },
+                    None if malformed > 0 => Metered::Malformed,
+                    None => Metered::Missing,
+                };
+                prop_assert_eq!(m.finish(), want);
+            }
+        }
     }
 }
