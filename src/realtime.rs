@@ -289,13 +289,11 @@ impl MessageReader {
         }
         self.in_message = false;
         let complete = self.scanner.finish().is_ok();
-        let facts = DocumentFacts::from_scanner(&self.scanner);
-        let wanted = facts
-            .event_type
-            .as_deref()
-            .is_some_and(|t| READ_TYPES.contains(&t));
-        (wanted && (self.reading || self.oversized)).then_some(MessageFacts {
-            facts,
+        // Most messages are audio deltas: their type, borrowed, is all that
+        // is read of them.
+        let wanted = event_type(&self.scanner).is_some_and(|t| READ_TYPES.contains(&t.as_ref()));
+        (wanted && (self.reading || self.oversized)).then(|| MessageFacts {
+            facts: DocumentFacts::from_scanner(&self.scanner),
             oversized: self.oversized,
             complete,
             valid_utf8: self.utf8.is_valid(!self.oversized),
