@@ -2,101 +2,9 @@
 //! parsed into a `serde_json::Value` tree and queried. Both must agree on
 //! every object, however its fields are typed, nested, repeated or null.
 
-use super::{take, Usage, UsageError};
+use super::reference::{from_tree, same};
+use super::{Usage, UsageError};
 use proptest::prelude::*;
-use serde_json::{Map, Value};
-
-fn count(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, UsageError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| UsageError::Malformed(format!("`{key}` is not a token count"))),
-    }
-}
-
-fn details<'a>(
-    obj: &'a Map<String, Value>,
-    key: &str,
-) -> Result<Option<&'a Map<String, Value>>, UsageError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(m)) => Ok(Some(m)),
-        Some(_) => Err(UsageError::Malformed(format!("`{key}` is not an object"))),
-    }
-}
-
-fn first_details<'a>(
-    obj: &'a Map<String, Value>,
-    keys: &[&str],
-) -> Result<Option<&'a Map<String, Value>>, UsageError> {
-    for key in keys {
-        if let Some(d) = details(obj, key)? {
-            return Ok(Some(d));
-        }
-    }
-    Ok(None)
-}
-
-fn detail(d: Option<&Map<String, Value>>, key: &str) -> Result<Option<u64>, UsageError> {
-    d.map_or(Ok(None), |d| count(d, key))
-}
-
-fn from_tree(bytes: &[u8]) -> Result<Usage, UsageError> {
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| UsageError::Malformed(e.to_string()))?;
-    let Value::Object(obj) = value else {
-        return Err(UsageError::Malformed("usage is not an object".into()));
-    };
-    let input_total = count(&obj, "input_tokens")?.or(count(&obj, "prompt_tokens")?);
-    let output_total = count(&obj, "output_tokens")?.or(count(&obj, "completion_tokens")?);
-    if input_total.is_none() && output_total.is_none() {
-        return Err(UsageError::NoTokenCounts);
-    }
-    let input_details = first_details(
-        &obj,
-        &[
-            "input_token_details",
-            "input_tokens_details",
-            "prompt_tokens_details",
-        ],
-    )?;
-    let output_details = first_details(
-        &obj,
-        &[
-            "output_token_details",
-            "output_tokens_details",
-            "completion_tokens_details",
-        ],
-    )?;
-    let cached_details = input_details.map_or(Ok(None), |d| details(d, "cached_tokens_details"))?;
-    let mut usage = Usage::default();
-    let mut rest = input_total.unwrap_or(0);
-    let mut cached = take(&mut rest, detail(input_details, "cached_tokens")?);
-    match cached_details {
-        Some(cd) => {
-            usage.cached_audio_input = take(&mut cached, count(cd, "audio_tokens")?);
-            usage.cached_image_input = take(&mut cached, count(cd, "image_tokens")?);
-            usage.cached_text_input = cached;
-        }
-        None => usage.cached_text_input = cached,
-    }
-    let audio =
-        detail(input_details, "audio_tokens")?.map(|a| a.saturating_sub(usage.cached_audio_input));
-    usage.audio_input = take(&mut rest, audio);
-    let image =
-        detail(input_details, "image_tokens")?.map(|i| i.saturating_sub(usage.cached_image_input));
-    usage.image_input = take(&mut rest, image);
-    usage.text_input = rest;
-    let mut rest = output_total.unwrap_or(0);
-    usage.audio_output = take(&mut rest, detail(output_details, "audio_tokens")?);
-    usage.text_output = rest;
-    usage.reasoning_output = detail(output_details, "reasoning_tokens")?
-        .unwrap_or(0)
-        .min(rest);
-    Ok(usage)
-}
 
 const KEYS: &[&str] = &[
     "input_tokens",
@@ -158,14 +66,6 @@ fn value() -> impl Strategy<Value = String> {
     })
 }
 
-/// Errors agree in kind; their messages may differ only for text that is not JSON.
-fn same(a: &Result<Usage, UsageError>, b: &Result<Usage, UsageError>) -> bool {
-    match (a, b) {
-        (Err(UsageError::Malformed(_)), Err(UsageError::Malformed(_))) => true,
-        _ => a == b,
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(4000))]
 
@@ -200,5 +100,84 @@ fn texts_that_are_not_one_object_are_malformed_in_both() {
             "{text}: {one_pass:?}"
         );
         assert!(same(&from_tree(text.as_bytes()), &one_pass), "{text}");
+    }
+}
+
+/// A byte or two that JSON text is made of, or breaks on.
+fn fragment() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(
+        &[
+            "{", "}", "[", "]", ",", ":", "\"", "\\", " ", "\n", "0", "1", "-", ".", "e", "+", "n",
+            "t", "u", "\\u", "\\ud800", "\\udc00", "\u{1}", "é", "\u{7f}",
+        ][..],
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    /// Valid objects with one fragment inserted or one byte removed: both
+    /// readings take or refuse the same texts.
+    #[test]
+    fn broken_texts_are_refused_by_both(
+        text in value(),
+        at in any::<prop::sample::Index>(),
+        insert in prop::option::of(fragment()),
+    ) {
+        let mut text = text.into_bytes();
+        let at = at.index(text.len() + 1);
+        match insert {
+            Some(f) => { text.splice(at..at, f.bytes()); }
+            None if at < text.len() => { text.remove(at); }
+            None => {}
+        }
+        let tree = from_tree(&text);
+        let one_pass = Usage::from_json(&text);
+        prop_assert!(same(&tree, &one_pass), "{}: tree {tree:?}, one pass {one_pass:?}", String::from_utf8_lossy(&text));
+    }
+}
+
+#[test]
+fn edge_cases_agree_with_the_tree() {
+    let nested = |levels: usize| {
+        format!(
+            "{{\"prompt_tokens\":1,\"other\":{}{}}}",
+            "[".repeat(levels),
+            "]".repeat(levels)
+        )
+    };
+    let texts: Vec<Vec<u8>> = [
+        r#"{"prompt_tokens":-0}"#,
+        r#"{"prompt_tokens":01}"#,
+        r#"{"prompt_tokens":1.}"#,
+        r#"{"prompt_tokens":1,}"#,
+        r#"{"prompt_tokens":1e400}"#,
+        r#"{"prompt_tokens":18446744073709551615}"#,
+        r#"{"prompt_tokens":18446744073709551616}"#,
+        r#"{"prompt_tokens":1,"prompt_tokens_details":1e400}"#,
+        r#"{"prompt_tokens":1,"other":"\ud800"}"#,
+        r#"{"prompt_tokens":1,"other":"\ud800\udc00"}"#,
+        r#"{"prompt_tokens":1,"other":"\udc00"}"#,
+        r#"{"prompt\u005ftokens":7,"completion_tokens":"\u00e9"}"#,
+        r#"{"prompt_tokens":1,"other":"tab	in"}"#,
+        r#" {"prompt_tokens" : 1 } "#,
+        r#"{"prompt_tokens":1}}"#,
+        r#"{"prompt_tokens":nul}"#,
+    ]
+    .iter()
+    .map(|t| t.as_bytes().to_vec())
+    .chain([
+        nested(126).into_bytes(),
+        nested(127).into_bytes(),
+        b"{\"prompt_tokens\":1,\"o\":\"\xff\"}".to_vec(),
+    ])
+    .collect();
+    for text in texts {
+        let (tree, one_pass) = (from_tree(&text), Usage::from_json(&text));
+        assert!(
+            same(&tree, &one_pass),
+            "{}: tree {tree:?}, one pass {one_pass:?}",
+            String::from_utf8_lossy(&text)
+        );
     }
 }

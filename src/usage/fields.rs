@@ -1,13 +1,18 @@
 //! The fields of a `usage` object that pricing reads, in one pass over its
-//! text: no tree of values, no allocation for keys or skipped values.
+//! text: no tree of values, no allocation, no general-purpose deserializer
+//! (which cost a small response more than the rest of its metering).
 //!
 //! A field that is present with the wrong type is not an error while
 //! reading: it is one only if pricing consults it, as when a parsed tree is
-//! queried. The last of duplicate keys wins, as in a tree.
+//! queried. The last of duplicate keys wins, as in a tree. The text must be
+//! one JSON object (RFC 8259: UTF-8, escapes, numbers, no trailing commas),
+//! nested at most [`MAX_DEPTH`] deep.
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::fmt;
-use std::marker::PhantomData;
+
+/// Objects and arrays may nest fewer than this many levels deep (as in
+/// `serde_json`, which the reading it replaced used).
+const MAX_DEPTH: usize = 128;
 
 /// A field as read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -55,48 +60,78 @@ pub struct UsageFields {
     pub completion_tokens_details: Field<Details>,
 }
 
+/// The text is not one JSON object: where reading stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotJson {
+    pub at: usize,
+    pub why: &'static str,
+}
+
+impl fmt::Display for NotJson {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "usage is not a JSON object: {} at byte {}",
+            self.why, self.at
+        )
+    }
+}
+
 /// Reads a `usage` object; an error if the text is not one JSON object.
-pub fn read(bytes: &[u8]) -> Result<UsageFields, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let fields = de.deserialize_map(ObjectVisitor::<UsageFields>(PhantomData))?;
-    de.end()?;
-    Ok(fields)
+pub fn read(bytes: &[u8]) -> Result<UsageFields, NotJson> {
+    // UTF-8 once for the whole text: outside strings any non-ASCII byte is
+    // a syntax error anyway.
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Err(NotJson {
+            at: e.valid_up_to(),
+            why: "invalid UTF-8",
+        });
+    }
+    let mut text = Text { bytes, at: 0 };
+    text.skip_whitespace();
+    if text.peek() != Some(b'{') {
+        return Err(text.error("expected an object"));
+    }
+    // Filled in place: the fields are several hundred bytes.
+    let mut fields = UsageFields::default();
+    text.object_into(&mut fields, 1)?;
+    text.skip_whitespace();
+    match text.peek() {
+        None => Ok(fields),
+        Some(_) => Err(text.error("trailing characters")),
+    }
 }
 
 /// An object whose known keys are read into fields; others are skipped.
 trait Object: Default {
-    const KEYS: &'static [&'static str];
-    /// Reads the value of `KEYS[index]`.
-    fn read_value<'de, A: MapAccess<'de>>(
-        &mut self,
-        index: usize,
-        map: &mut A,
-    ) -> Result<(), A::Error>;
+    /// Which field `key` (its unescaped text) names.
+    fn field(key: &[u8]) -> Option<usize>;
+    /// Reads the value of field `index`.
+    fn read_value(&mut self, index: usize, text: &mut Text, depth: usize) -> Result<(), NotJson>;
 }
 
 impl Object for UsageFields {
-    const KEYS: &'static [&'static str] = &[
-        "input_tokens",
-        "prompt_tokens",
-        "output_tokens",
-        "completion_tokens",
-        "input_token_details",
-        "input_tokens_details",
-        "prompt_tokens_details",
-        "output_token_details",
-        "output_tokens_details",
-        "completion_tokens_details",
-    ];
-    fn read_value<'de, A: MapAccess<'de>>(
-        &mut self,
-        index: usize,
-        map: &mut A,
-    ) -> Result<(), A::Error> {
+    fn field(key: &[u8]) -> Option<usize> {
+        Some(match key {
+            b"input_tokens" => 0,
+            b"prompt_tokens" => 1,
+            b"output_tokens" => 2,
+            b"completion_tokens" => 3,
+            b"input_token_details" => 4,
+            b"input_tokens_details" => 5,
+            b"prompt_tokens_details" => 6,
+            b"output_token_details" => 7,
+            b"output_tokens_details" => 8,
+            b"completion_tokens_details" => 9,
+            _ => return None,
+        })
+    }
+    fn read_value(&mut self, index: usize, text: &mut Text, depth: usize) -> Result<(), NotJson> {
         let details = match index {
-            0 => return map.next_value().map(|v| self.input_tokens = v),
-            1 => return map.next_value().map(|v| self.prompt_tokens = v),
-            2 => return map.next_value().map(|v| self.output_tokens = v),
-            3 => return map.next_value().map(|v| self.completion_tokens = v),
+            0 => return text.count(depth).map(|v| self.input_tokens = v),
+            1 => return text.count(depth).map(|v| self.prompt_tokens = v),
+            2 => return text.count(depth).map(|v| self.output_tokens = v),
+            3 => return text.count(depth).map(|v| self.completion_tokens = v),
             4 => &mut self.input_token_details,
             5 => &mut self.input_tokens_details,
             6 => &mut self.prompt_tokens_details,
@@ -104,168 +139,424 @@ impl Object for UsageFields {
             8 => &mut self.output_tokens_details,
             _ => &mut self.completion_tokens_details,
         };
-        *details = map.next_value()?;
+        *details = text.object_field(depth)?;
         Ok(())
     }
 }
 
 impl Object for Details {
-    const KEYS: &'static [&'static str] = &[
-        "cached_tokens",
-        "audio_tokens",
-        "image_tokens",
-        "reasoning_tokens",
-        "cached_tokens_details",
-    ];
-    fn read_value<'de, A: MapAccess<'de>>(
-        &mut self,
-        index: usize,
-        map: &mut A,
-    ) -> Result<(), A::Error> {
+    fn field(key: &[u8]) -> Option<usize> {
+        Some(match key {
+            b"cached_tokens" => 0,
+            b"audio_tokens" => 1,
+            b"image_tokens" => 2,
+            b"reasoning_tokens" => 3,
+            b"cached_tokens_details" => 4,
+            _ => return None,
+        })
+    }
+    fn read_value(&mut self, index: usize, text: &mut Text, depth: usize) -> Result<(), NotJson> {
         let count = match index {
             0 => &mut self.cached_tokens,
             1 => &mut self.audio_tokens,
             2 => &mut self.image_tokens,
             3 => &mut self.reasoning_tokens,
-            _ => return map.next_value().map(|v| self.cached_tokens_details = v),
+            _ => {
+                return text
+                    .object_field(depth)
+                    .map(|v| self.cached_tokens_details = v)
+            }
         };
-        *count = map.next_value()?;
+        *count = text.count(depth)?;
         Ok(())
     }
 }
 
 impl Object for CachedDetails {
-    const KEYS: &'static [&'static str] = &["audio_tokens", "image_tokens"];
-    fn read_value<'de, A: MapAccess<'de>>(
-        &mut self,
-        index: usize,
-        map: &mut A,
-    ) -> Result<(), A::Error> {
+    fn field(key: &[u8]) -> Option<usize> {
+        match key {
+            b"audio_tokens" => Some(0),
+            b"image_tokens" => Some(1),
+            _ => None,
+        }
+    }
+    fn read_value(&mut self, index: usize, text: &mut Text, depth: usize) -> Result<(), NotJson> {
         let count = if index == 0 {
             &mut self.audio_tokens
         } else {
             &mut self.image_tokens
         };
-        *count = map.next_value()?;
+        *count = text.count(depth)?;
         Ok(())
     }
 }
 
-/// Which of `keys` a key is (None: another), read without allocating.
-struct KeyIndex(&'static [&'static str]);
-
-impl<'de> DeserializeSeed<'de> for KeyIndex {
-    type Value = Option<usize>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
-        d.deserialize_str(self)
+/// The bytes that end a string's plain text: a quote, a backslash, or a
+/// control character (which JSON does not allow in strings).
+// Indexing in a constant: out of range would not compile.
+#[allow(clippy::indexing_slicing)]
+static ENDS_PLAIN_TEXT: [bool; 256] = {
+    let mut ends = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        ends[b] = b < 0x20 || b == b'"' as usize || b == b'\\' as usize;
+        b += 1;
     }
+    ends
+};
+
+/// The text being read, and where.
+struct Text<'a> {
+    bytes: &'a [u8],
+    at: usize,
 }
 
-impl Visitor<'_> for KeyIndex {
-    type Value = Option<usize>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a key")
+impl<'a> Text<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
     }
-    fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<usize>, E> {
-        Ok(self.0.iter().position(|k| *k == key))
+
+    fn error(&self, why: &'static str) -> NotJson {
+        NotJson { at: self.at, why }
     }
-}
 
-struct ObjectVisitor<T>(PhantomData<T>);
+    fn skip_whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
 
-/// Reads every entry of a map into `T`.
-fn read_object<'de, T: Object, A: MapAccess<'de>>(mut map: A) -> Result<T, A::Error> {
-    let mut object = T::default();
-    while let Some(key) = map.next_key_seed(KeyIndex(T::KEYS))? {
-        match key {
-            Some(index) => object.read_value(index, &mut map)?,
-            None => {
-                map.next_value::<IgnoredAny>()?;
+    fn expect(&mut self, byte: u8, why: &'static str) -> Result<(), NotJson> {
+        self.skip_whitespace();
+        if self.peek() != Some(byte) {
+            return Err(self.error(why));
+        }
+        self.at += 1;
+        Ok(())
+    }
+
+    /// Reads `{...}` at `depth` (the object's own level) into `object`.
+    fn object_into<T: Object>(&mut self, object: &mut T, depth: usize) -> Result<(), NotJson> {
+        self.entries(T::field, depth, |text, field, depth| match field {
+            Some(index) => object.read_value(index, text, depth),
+            None => text.skip_value(depth),
+        })
+    }
+
+    /// Reads the entries of the object at the cursor, each value by `value`
+    /// (given which field its key names, and the depth of the values).
+    fn entries(
+        &mut self,
+        field: fn(&[u8]) -> Option<usize>,
+        depth: usize,
+        mut value: impl FnMut(&mut Self, Option<usize>, usize) -> Result<(), NotJson>,
+    ) -> Result<(), NotJson> {
+        if depth >= MAX_DEPTH {
+            return Err(self.error("nested too deep"));
+        }
+        self.expect(b'{', "expected an object")?;
+        self.skip_whitespace();
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+            return Ok(());
+        }
+        loop {
+            self.skip_whitespace();
+            let named = self.key(field)?;
+            self.expect(b':', "expected `:`")?;
+            self.skip_whitespace();
+            value(self, named, depth + 1)?;
+            self.skip_whitespace();
+            match self.peek() {
+                Some(b',') => self.at += 1,
+                Some(b'}') => {
+                    self.at += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.error("expected `,` or `}`")),
             }
         }
     }
-    Ok(object)
-}
 
-impl<'de, T: Object> Visitor<'de> for ObjectVisitor<T> {
-    type Value = T;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a usage object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-        read_object(map)
-    }
-}
-
-/// What a field can hold: a count, or an object of known keys.
-trait FieldValue: Sized {
-    fn from_u64(value: u64) -> Option<Self>;
-    fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error>;
-}
-
-impl FieldValue for u64 {
-    fn from_u64(value: u64) -> Option<u64> {
-        Some(value)
-    }
-    fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Option<u64>, A::Error> {
-        IgnoredAny.visit_map(map).map(|_| None)
-    }
-}
-
-impl<T: Object> FieldValue for T {
-    fn from_u64(_: u64) -> Option<T> {
-        None
-    }
-    fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Option<T>, A::Error> {
-        read_object(map).map(Some)
-    }
-}
-
-struct FieldVisitor<T>(PhantomData<T>);
-
-fn wrong<T, E>() -> Result<Field<T>, E> {
-    Ok(Field::Wrong)
-}
-
-impl<'de, T: FieldValue> Visitor<'de> for FieldVisitor<T> {
-    type Value = Field<T>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Field<T>, E> {
-        Ok(Field::Absent)
-    }
-    fn visit_none<E: de::Error>(self) -> Result<Field<T>, E> {
-        Ok(Field::Absent)
-    }
-    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Field<T>, E> {
-        Ok(T::from_u64(value).map_or(Field::Wrong, Field::Value))
-    }
-    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Field<T>, E> {
-        match u64::try_from(value) {
-            Ok(value) => self.visit_u64(value),
-            Err(_) => wrong(),
+    /// A field that holds an object of known keys; `depth` is its level.
+    fn object_field<T: Object>(&mut self, depth: usize) -> Result<Field<T>, NotJson> {
+        match self.peek() {
+            Some(b'{') => {
+                let mut object = T::default();
+                self.object_into(&mut object, depth)?;
+                Ok(Field::Value(object))
+            }
+            Some(b'n') => self.literal(b"null").map(|()| Field::Absent),
+            Some(b'-' | b'0'..=b'9') => self.number().map(|_| Field::Wrong),
+            _ => self.skip_value(depth).map(|()| Field::Wrong),
         }
     }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Field<T>, E> {
-        wrong()
+
+    /// A field that holds a token count: a non-negative integer that fits
+    /// in 64 bits; `depth` is its level.
+    fn count(&mut self, depth: usize) -> Result<Count, NotJson> {
+        match self.peek() {
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b'n') => self.literal(b"null").map(|()| Field::Absent),
+            _ => self.skip_value(depth).map(|()| Field::Wrong),
+        }
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Field<T>, E> {
-        wrong()
+
+    /// A number: its value when it is an integer in `0..=u64::MAX` written
+    /// without a sign, fraction or exponent; otherwise the wrong type — or
+    /// not JSON when it is no number, or beyond a double's range (as in a
+    /// parsed tree).
+    fn number(&mut self) -> Result<Count, NotJson> {
+        let start = self.at;
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.at += 1;
+        }
+        let digits = self.at;
+        match self.peek() {
+            Some(b'0') => self.at += 1,
+            Some(b'1'..=b'9') => self.skip_digits(),
+            _ => return Err(self.error("invalid number")),
+        }
+        let integer = self.bytes.get(digits..self.at).unwrap_or(&[]);
+        let mut plain = !negative;
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            self.digits()?;
+            plain = false;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.at += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.at += 1;
+            }
+            self.digits()?;
+            plain = false;
+        }
+        if plain {
+            if let Some(n) = integer.iter().try_fold(0u64, |n, &d| {
+                n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            }) {
+                return Ok(Field::Value(n));
+            }
+        }
+        let written = self.bytes.get(start..self.at).unwrap_or(&[]);
+        let in_range = std::str::from_utf8(written)
+            .ok()
+            .and_then(|t| t.parse::<f64>().ok())
+            .is_some_and(f64::is_finite);
+        if in_range {
+            Ok(Field::Wrong)
+        } else {
+            Err(NotJson {
+                at: start,
+                why: "number out of range",
+            })
+        }
     }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Field<T>, E> {
-        wrong()
+
+    fn skip_digits(&mut self) {
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.at += 1;
+        }
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Field<T>, A::Error> {
-        IgnoredAny.visit_seq(seq).map(|_| Field::Wrong)
+
+    /// One or more digits.
+    fn digits(&mut self) -> Result<(), NotJson> {
+        if !matches!(self.peek(), Some(b'0'..=b'9')) {
+            return Err(self.error("invalid number"));
+        }
+        self.skip_digits();
+        Ok(())
     }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Field<T>, A::Error> {
-        Ok(T::from_map(map)?.map_or(Field::Wrong, Field::Value))
+
+    fn literal(&mut self, word: &'static [u8]) -> Result<(), NotJson> {
+        if self
+            .bytes
+            .get(self.at..)
+            .is_some_and(|rest| rest.starts_with(word))
+        {
+            self.at += word.len();
+            Ok(())
+        } else {
+            Err(self.error("invalid literal"))
+        }
+    }
+
+    /// Skips any value; `depth` is its own level.
+    fn skip_value(&mut self, depth: usize) -> Result<(), NotJson> {
+        match self.peek() {
+            Some(b'{') => self.entries(|_| None, depth, |text, _, depth| text.skip_value(depth)),
+            Some(b'[') => self.skip_array(depth),
+            Some(b'"') => self.string().map(|_| ()),
+            Some(b'-' | b'0'..=b'9') => self.number().map(|_| ()),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            _ => Err(self.error("expected a value")),
+        }
+    }
+
+    fn skip_array(&mut self, depth: usize) -> Result<(), NotJson> {
+        if depth >= MAX_DEPTH {
+            return Err(self.error("nested too deep"));
+        }
+        self.at += 1;
+        self.skip_whitespace();
+        if self.peek() == Some(b']') {
+            self.at += 1;
+            return Ok(());
+        }
+        loop {
+            self.skip_whitespace();
+            self.skip_value(depth + 1)?;
+            self.skip_whitespace();
+            match self.peek() {
+                Some(b',') => self.at += 1,
+                Some(b']') => {
+                    self.at += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.error("expected `,` or `]`")),
+            }
+        }
+    }
+
+    /// A key: which field it names, by its unescaped text.
+    fn key(&mut self, field: fn(&[u8]) -> Option<usize>) -> Result<Option<usize>, NotJson> {
+        if self.peek() != Some(b'"') {
+            return Err(self.error("expected a key"));
+        }
+        let (inner, escaped) = self.string()?;
+        if !escaped {
+            return Ok(field(inner));
+        }
+        // Rare: unescaped into a buffer as long as the longest field name;
+        // a longer key names none.
+        let mut buf = [0u8; 32];
+        let mut len = 0;
+        for c in unescape(inner) {
+            let mut utf8 = [0u8; 4];
+            let encoded = c.encode_utf8(&mut utf8).as_bytes();
+            match buf.get_mut(len..len + encoded.len()) {
+                Some(to) => to.copy_from_slice(encoded),
+                None => return Ok(None),
+            }
+            len += encoded.len();
+        }
+        Ok(field(buf.get(..len).unwrap_or(&[])))
+    }
+
+    /// A string at the cursor: its text between the quotes (escapes as
+    /// written), and whether it has any; every escape is checked.
+    fn string(&mut self) -> Result<(&'a [u8], bool), NotJson> {
+        self.at += 1;
+        let start = self.at;
+        let mut escaped = false;
+        loop {
+            let mut at = self.at;
+            while let Some(&b) = self.bytes.get(at) {
+                if ENDS_PLAIN_TEXT.get(usize::from(b)) != Some(&false) {
+                    break;
+                }
+                at += 1;
+            }
+            self.at = at;
+            match self.peek() {
+                Some(b'"') => {
+                    let inner = self.bytes.get(start..self.at).unwrap_or(&[]);
+                    self.at += 1;
+                    return Ok((inner, escaped));
+                }
+                Some(b'\\') => {
+                    escaped = true;
+                    self.escape()?;
+                }
+                Some(_) => return Err(self.error("control character in a string")),
+                None => return Err(self.error("unterminated string")),
+            }
+        }
+    }
+
+    /// An escape at the cursor (its backslash): checked and passed.
+    fn escape(&mut self) -> Result<(), NotJson> {
+        self.at += 1;
+        match self.peek() {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                self.at += 1;
+                Ok(())
+            }
+            Some(b'u') => {
+                let unit = self.hex4()?;
+                if (0xDC00..0xE000).contains(&unit) {
+                    return Err(self.error("lone trailing surrogate"));
+                }
+                if (0xD800..0xDC00).contains(&unit) {
+                    let pair = self.bytes.get(self.at..self.at + 2) == Some(b"\\u");
+                    if !pair {
+                        return Err(self.error("lone leading surrogate"));
+                    }
+                    self.at += 1;
+                    if !(0xDC00..0xE000).contains(&self.hex4()?) {
+                        return Err(self.error("lone leading surrogate"));
+                    }
+                }
+                Ok(())
+            }
+            _ => Err(self.error("invalid escape")),
+        }
+    }
+
+    /// `u` and four hex digits at the cursor: their value.
+    fn hex4(&mut self) -> Result<u32, NotJson> {
+        let digits = self.bytes.get(self.at + 1..self.at + 5);
+        let value = digits
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .filter(|d| d.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|d| u32::from_str_radix(d, 16).ok());
+        match value {
+            Some(v) => {
+                self.at += 5;
+                Ok(v)
+            }
+            None => Err(self.error("invalid escape")),
+        }
     }
 }
 
-impl<'de, T: FieldValue> de::Deserialize<'de> for Field<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Field<T>, D::Error> {
-        d.deserialize_any(FieldVisitor(PhantomData))
-    }
+/// The characters of a string's checked text (see [`Text::string`]).
+fn unescape(text: &[u8]) -> impl Iterator<Item = char> + '_ {
+    let mut units = std::str::from_utf8(text).unwrap_or("").chars();
+    std::iter::from_fn(move || {
+        let c = units.next()?;
+        if c != '\\' {
+            return Some(c);
+        }
+        let hex = |units: &mut std::str::Chars| -> u32 {
+            let mut v = 0;
+            for _ in 0..4 {
+                v = v * 16 + units.next().and_then(|d| d.to_digit(16)).unwrap_or(0);
+            }
+            v
+        };
+        Some(match units.next()? {
+            'b' => '\u{8}',
+            'f' => '\u{c}',
+            'n' => '\n',
+            'r' => '\r',
+            't' => '\t',
+            'u' => {
+                let first = hex(&mut units);
+                let unit = if (0xD800..0xDC00).contains(&first) {
+                    units.next();
+                    units.next();
+                    0x10000 + ((first - 0xD800) << 10) + (hex(&mut units) - 0xDC00)
+                } else {
+                    first
+                };
+                char::from_u32(unit).unwrap_or('\u{fffd}')
+            }
+            other => other,
+        })
+    })
 }

@@ -12,6 +12,8 @@
 //! Totals include their parts (cached ⊂ input, audio ⊂ input/output, reasoning ⊂ output).
 
 mod fields;
+#[doc(hidden)]
+pub mod reference;
 
 use fields::{Count, Details, Field, UsageFields};
 
