@@ -644,7 +644,26 @@ impl JsonScanner {
 
 /// A JSON string value's text (escapes resolved), or None if it is not a string.
 pub fn json_string(bytes: &[u8]) -> Option<String> {
-    serde_json::from_slice::<String>(bytes).ok()
+    // Most strings (a model's name) are written without escapes: their text
+    // is their bytes, with no general-purpose parse.
+    let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let start = bytes
+        .iter()
+        .position(|b| !is_space(b))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !is_space(b))
+        .map_or(start, |last| last + 1);
+    let plain = bytes
+        .get(start..end)
+        .and_then(|value| value.strip_prefix(b"\""))
+        .and_then(|value| value.strip_suffix(b"\""))
+        .filter(|text| !text.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20));
+    match plain {
+        Some(text) => std::str::from_utf8(text).ok().map(str::to_owned),
+        None => serde_json::from_slice::<String>(bytes).ok(),
+    }
 }
 
 #[cfg(test)]
@@ -834,5 +853,32 @@ mod tests {
         assert_eq!(s.finish(), Ok(()));
         assert_eq!(value(&s, 1), None);
         assert_eq!(value(&s, 3).as_deref(), Some(r#""b""#));
+    }
+
+    #[test]
+    fn json_string_reads_as_a_json_parser_does() {
+        for text in [
+            r#""gpt-4o-mini""#,
+            r#"  "gpt-4o"	"#,
+            r#""""#,
+            r#"""#,
+            r#""a\"b""#,
+            r#""caf\u00e9 \n""#,
+            r#""a" "b""#,
+            r#""a"b""#,
+            "\"tab\tin\"",
+            "\x0c\"form feed\"",
+            "\"é世界\"",
+            "12",
+            "null",
+            r#""unterminated"#,
+        ] {
+            assert_eq!(
+                json_string(text.as_bytes()),
+                serde_json::from_str::<String>(text).ok(),
+                "{text:?}"
+            );
+        }
+        assert_eq!(json_string(b"\"\xff\""), None);
     }
 }
