@@ -251,29 +251,43 @@ impl<'a> Text<'a> {
         depth: usize,
         mut value: impl FnMut(&mut Self, Option<usize>, usize) -> Result<(), NotJson>,
     ) -> Result<(), NotJson> {
+        self.list(depth, b'{', b'}', |text| {
+            let named = text.key(field)?;
+            text.expect(b':', "expected `:`")?;
+            text.skip_whitespace();
+            value(text, named, depth + 1)
+        })
+    }
+
+    /// A bracketed list at `depth` (its own level): `open`, items read by
+    /// `item` and separated by commas, `close`.
+    fn list(
+        &mut self,
+        depth: usize,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Result<(), NotJson>,
+    ) -> Result<(), NotJson> {
         if depth >= MAX_DEPTH {
             return Err(self.error("nested too deep"));
         }
-        self.expect(b'{', "expected an object")?;
+        self.expect(open, "expected an object or an array")?;
         self.skip_whitespace();
-        if self.peek() == Some(b'}') {
+        if self.peek() == Some(close) {
             self.at += 1;
             return Ok(());
         }
         loop {
             self.skip_whitespace();
-            let named = self.key(field)?;
-            self.expect(b':', "expected `:`")?;
-            self.skip_whitespace();
-            value(self, named, depth + 1)?;
+            item(self)?;
             self.skip_whitespace();
             match self.peek() {
                 Some(b',') => self.at += 1,
-                Some(b'}') => {
+                Some(b) if b == close => {
                     self.at += 1;
                     return Ok(());
                 }
-                _ => return Err(self.error("expected `,` or `}`")),
+                _ => return Err(self.error("expected `,` or the list's end")),
             }
         }
     }
@@ -396,28 +410,7 @@ impl<'a> Text<'a> {
     }
 
     fn skip_array(&mut self, depth: usize) -> Result<(), NotJson> {
-        if depth >= MAX_DEPTH {
-            return Err(self.error("nested too deep"));
-        }
-        self.at += 1;
-        self.skip_whitespace();
-        if self.peek() == Some(b']') {
-            self.at += 1;
-            return Ok(());
-        }
-        loop {
-            self.skip_whitespace();
-            self.skip_value(depth + 1)?;
-            self.skip_whitespace();
-            match self.peek() {
-                Some(b',') => self.at += 1,
-                Some(b']') => {
-                    self.at += 1;
-                    return Ok(());
-                }
-                _ => return Err(self.error("expected `,` or `]`")),
-            }
-        }
+        self.list(depth, b'[', b']', |text| text.skip_value(depth + 1))
     }
 
     /// A key: which field it names, by its unescaped text.
