@@ -642,24 +642,49 @@ impl JsonScanner {
     }
 }
 
+/// JSON's whitespace (RFC 8259), which unlike `u8::is_ascii_whitespace`
+/// has no form feed.
+pub fn is_json_whitespace(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// The bytes that end a string's text written without escapes: a quote, a
+/// backslash, or a control character (which JSON does not allow in strings).
+// Indexing in a constant: out of range would not compile.
+#[allow(clippy::indexing_slicing)]
+static ENDS_PLAIN_TEXT: [bool; 256] = {
+    let mut ends = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        ends[b] = b < 0x20 || b == b'"' as usize || b == b'\\' as usize;
+        b += 1;
+    }
+    ends
+};
+
+/// Whether `b` ends a string's text written without escapes (a table: one
+/// load in the byte loops that read strings).
+pub fn ends_plain_text(b: u8) -> bool {
+    ENDS_PLAIN_TEXT.get(usize::from(b)) != Some(&false)
+}
+
 /// A JSON string value's text (escapes resolved), or None if it is not a string.
 pub fn json_string(bytes: &[u8]) -> Option<String> {
     // Most strings (a model's name) are written without escapes: their text
     // is their bytes, with no general-purpose parse.
-    let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
     let start = bytes
         .iter()
-        .position(|b| !is_space(b))
+        .position(|&b| !is_json_whitespace(b))
         .unwrap_or(bytes.len());
     let end = bytes
         .iter()
-        .rposition(|b| !is_space(b))
+        .rposition(|&b| !is_json_whitespace(b))
         .map_or(start, |last| last + 1);
     let plain = bytes
         .get(start..end)
         .and_then(|value| value.strip_prefix(b"\""))
         .and_then(|value| value.strip_suffix(b"\""))
-        .filter(|text| !text.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20));
+        .filter(|text| !text.iter().any(|&b| ends_plain_text(b)));
     match plain {
         Some(text) => std::str::from_utf8(text).ok().map(str::to_owned),
         None => serde_json::from_slice::<String>(bytes).ok(),

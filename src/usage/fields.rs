@@ -8,6 +8,7 @@
 //! one JSON object (RFC 8259: UTF-8, escapes, numbers, no trailing commas),
 //! nested at most [`MAX_DEPTH`] deep.
 
+use crate::json_scan::{ends_plain_text, is_json_whitespace, json_string};
 use std::fmt;
 
 /// Objects and arrays may nest fewer than this many levels deep (as in
@@ -191,20 +192,6 @@ impl Object for CachedDetails {
     }
 }
 
-/// The bytes that end a string's plain text: a quote, a backslash, or a
-/// control character (which JSON does not allow in strings).
-// Indexing in a constant: out of range would not compile.
-#[allow(clippy::indexing_slicing)]
-static ENDS_PLAIN_TEXT: [bool; 256] = {
-    let mut ends = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        ends[b] = b < 0x20 || b == b'"' as usize || b == b'\\' as usize;
-        b += 1;
-    }
-    ends
-};
-
 /// The text being read, and where.
 struct Text<'a> {
     bytes: &'a [u8],
@@ -221,7 +208,7 @@ impl<'a> Text<'a> {
     }
 
     fn skip_whitespace(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        while self.peek().is_some_and(is_json_whitespace) {
             self.at += 1;
         }
     }
@@ -418,24 +405,15 @@ impl<'a> Text<'a> {
         if self.peek() != Some(b'"') {
             return Err(self.error("expected a key"));
         }
+        let quote = self.at;
         let (inner, escaped) = self.string()?;
         if !escaped {
             return Ok(field(inner));
         }
-        // Rare: unescaped into a buffer as long as the longest field name;
-        // a longer key names none.
-        let mut buf = [0u8; 32];
-        let mut len = 0;
-        for c in unescape(inner) {
-            let mut utf8 = [0u8; 4];
-            let encoded = c.encode_utf8(&mut utf8).as_bytes();
-            match buf.get_mut(len..len + encoded.len()) {
-                Some(to) => to.copy_from_slice(encoded),
-                None => return Ok(None),
-            }
-            len += encoded.len();
-        }
-        Ok(field(buf.get(..len).unwrap_or(&[])))
+        // Rare: a key with escapes, already checked, unescaped as any
+        // captured string is.
+        let written = self.bytes.get(quote..self.at).unwrap_or(&[]);
+        Ok(json_string(written).and_then(|key| field(key.as_bytes())))
     }
 
     /// A string at the cursor: its text between the quotes (escapes as
@@ -447,7 +425,7 @@ impl<'a> Text<'a> {
         loop {
             let mut at = self.at;
             while let Some(&b) = self.bytes.get(at) {
-                if ENDS_PLAIN_TEXT.get(usize::from(b)) != Some(&false) {
+                if ends_plain_text(b) {
                     break;
                 }
                 at += 1;
@@ -513,41 +491,4 @@ impl<'a> Text<'a> {
             None => Err(self.error("invalid escape")),
         }
     }
-}
-
-/// The characters of a string's checked text (see [`Text::string`]).
-fn unescape(text: &[u8]) -> impl Iterator<Item = char> + '_ {
-    let mut units = std::str::from_utf8(text).unwrap_or("").chars();
-    std::iter::from_fn(move || {
-        let c = units.next()?;
-        if c != '\\' {
-            return Some(c);
-        }
-        let hex = |units: &mut std::str::Chars| -> u32 {
-            let mut v = 0;
-            for _ in 0..4 {
-                v = v * 16 + units.next().and_then(|d| d.to_digit(16)).unwrap_or(0);
-            }
-            v
-        };
-        Some(match units.next()? {
-            'b' => '\u{8}',
-            'f' => '\u{c}',
-            'n' => '\n',
-            'r' => '\r',
-            't' => '\t',
-            'u' => {
-                let first = hex(&mut units);
-                let unit = if (0xD800..0xDC00).contains(&first) {
-                    units.next();
-                    units.next();
-                    0x10000 + ((first - 0xD800) << 10) + (hex(&mut units) - 0xDC00)
-                } else {
-                    first
-                };
-                char::from_u32(unit).unwrap_or('\u{fffd}')
-            }
-            other => other,
-        })
-    })
 }
