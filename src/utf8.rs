@@ -63,11 +63,13 @@ impl Utf8Validator {
     }
 }
 
+/// Each byte's high bit in a 64-bit word: set only in non-ASCII bytes.
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
 /// What follows the leading ASCII bytes, skipped 64 at a time (one test
 /// and one branch per block), then eight at a time: most of what is
 /// validated (JSON text, base64 audio) is ASCII.
 fn after_ascii(bytes: &[u8]) -> &[u8] {
-    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
     let mut rest = bytes;
     while let Some((block, after)) = rest.split_first_chunk::<64>() {
         if !is_ascii_block(block) {
@@ -110,7 +112,6 @@ fn is_ascii_block(block: &[u8; 64]) -> bool {
 /// then one test.
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 fn is_ascii_block(block: &[u8; 64]) -> bool {
-    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
     let (words, _) = block.as_chunks::<8>();
     let any = words
         .iter()
