@@ -668,10 +668,10 @@ pub fn ends_plain_text(b: u8) -> bool {
     ENDS_PLAIN_TEXT.get(usize::from(b)) != Some(&false)
 }
 
-/// A JSON string value's text (escapes resolved), or None if it is not a string.
-pub fn json_string(bytes: &[u8]) -> Option<String> {
-    // Most strings (a model's name) are written without escapes: their text
-    // is their bytes, with no general-purpose parse.
+/// The text of a JSON string value written without escapes or control
+/// characters (most are: a model's name, an event's `type`), borrowed: None
+/// for any other value, which [`json_string`] then reads in full.
+pub fn plain_json_text(bytes: &[u8]) -> Option<&[u8]> {
     let start = bytes
         .iter()
         .position(|&b| !is_json_whitespace(b))
@@ -680,12 +680,16 @@ pub fn json_string(bytes: &[u8]) -> Option<String> {
         .iter()
         .rposition(|&b| !is_json_whitespace(b))
         .map_or(start, |last| last + 1);
-    let plain = bytes
-        .get(start..end)
-        .and_then(|value| value.strip_prefix(b"\""))
-        .and_then(|value| value.strip_suffix(b"\""))
-        .filter(|text| !text.iter().any(|&b| ends_plain_text(b)));
-    match plain {
+    bytes
+        .get(start..end)?
+        .strip_prefix(b"\"")?
+        .strip_suffix(b"\"")
+        .filter(|text| !text.iter().any(|&b| ends_plain_text(b)))
+}
+
+/// A JSON string value's text (escapes resolved), or None if it is not a string.
+pub fn json_string(bytes: &[u8]) -> Option<String> {
+    match plain_json_text(bytes) {
         Some(text) => std::str::from_utf8(text).ok().map(str::to_owned),
         None => serde_json::from_slice::<String>(bytes).ok(),
     }
@@ -898,11 +902,16 @@ mod tests {
             "null",
             r#""unterminated"#,
         ] {
-            assert_eq!(
-                json_string(text.as_bytes()),
-                serde_json::from_str::<String>(text).ok(),
-                "{text:?}"
-            );
+            let parsed = serde_json::from_str::<String>(text).ok();
+            assert_eq!(json_string(text.as_bytes()), parsed, "{text:?}");
+            // The borrowed reading, where there is one, is the parsed text.
+            if let Some(plain) = plain_json_text(text.as_bytes()) {
+                assert_eq!(
+                    std::str::from_utf8(plain).ok(),
+                    parsed.as_deref(),
+                    "{text:?}"
+                );
+            }
         }
         assert_eq!(json_string(b"\"\xff\""), None);
     }

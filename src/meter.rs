@@ -7,7 +7,7 @@
 //! whole body.
 
 use crate::event_scan::EventScanner;
-use crate::json_scan::{json_string, Captured, JsonScanner, PathSpec};
+use crate::json_scan::{json_string, plain_json_text, Captured, JsonScanner, PathSpec};
 use crate::pricing::ServiceTier;
 use crate::sse::{EventEnd, EventSink, SseParser};
 use crate::usage::{Usage, UsageError};
@@ -60,21 +60,11 @@ fn captured_bytes(scanner: &JsonScanner, target: usize) -> Option<Result<&[u8], 
     }
 }
 
-/// The text of a JSON string value written without escapes (the usual case),
-/// borrowed: None for any other value.
-fn plain_string(bytes: &[u8]) -> Option<&[u8]> {
-    let inner = bytes
-        .trim_ascii()
-        .strip_prefix(b"\"")?
-        .strip_suffix(b"\"")?;
-    (!inner.contains(&b'\\')).then_some(inner)
-}
-
 /// A captured string's text: borrowed when written without escapes (the
 /// usual case: `type` and `service_tier` come with every stream event).
 fn captured_text(scanner: &JsonScanner, target: usize) -> Option<Cow<'_, str>> {
     let bytes = captured_bytes(scanner, target)?.ok()?;
-    match plain_string(bytes) {
+    match plain_json_text(bytes) {
         Some(inner) => std::str::from_utf8(inner).ok().map(Cow::Borrowed),
         None => json_string(bytes).map(Cow::Owned),
     }
@@ -102,7 +92,7 @@ fn model_unless(scanner: &JsonScanner, current: Option<&str>) -> Option<String> 
         let Some(Ok(bytes)) = captured_bytes(scanner, target) else {
             continue;
         };
-        if current.is_some_and(|c| !c.is_empty() && plain_string(bytes) == Some(c.as_bytes())) {
+        if current.is_some_and(|c| !c.is_empty() && plain_json_text(bytes) == Some(c.as_bytes())) {
             return None;
         }
         if let Some(model) = json_string(bytes).filter(|m| !m.is_empty()) {
@@ -446,6 +436,26 @@ mod tests {
             tier(meter_split(BodyKind::Json, default, 3)),
             ServiceTier::Standard
         );
+    }
+
+    #[test]
+    fn captured_strings_read_as_a_json_parser_reads_them() {
+        // A raw control character is not JSON: no type, no tier, as in a
+        // parsed tree, whether the text is borrowed or read in full.
+        for (doc, want) in [
+            (r#"{"type":"response.done"}"#, Some("response.done")),
+            (r#"{"type": "a\u0062" }"#, Some("ab")),
+            ("{\"type\":\"response.done\t\"}", None),
+            ("{\"type\":\"a\u{1}b\"}", None),
+            (r#"{"type":7}"#, None),
+        ] {
+            let mut scanner = JsonScanner::new(USAGE_PATHS, CAPTURE_CAP);
+            scanner.feed(doc.as_bytes());
+            let _ = scanner.finish();
+            assert_eq!(event_type(&scanner).as_deref(), want, "{doc:?}");
+            let parsed: serde_json::Value = serde_json::from_str(doc).unwrap_or_default();
+            assert_eq!(parsed["type"].as_str(), want, "{doc:?}");
+        }
     }
 
     #[test]
