@@ -36,6 +36,7 @@ CONFIGS = {
     "no filter": {"no_filter": True},
     "do-nothing Wasm": {"wasm": NOOP_WASM},
     "metering floor": {"wasm": NOOP_WASM, "plugin_config": "read_all 1"},
+    "session floor": {"wasm": NOOP_WASM, "plugin_config": "session_floor 1", "sessions": 64},
     "costguard": {},
     "costguard + sessions": {"sessions": 64},
     "costguard + sessions, no headers/filter state": {
@@ -257,6 +258,10 @@ def render(results, rss, ready, a, instructions):
         "- Configurations: **no filter**; **do-nothing Wasm** (`bench/noop`, the floor of any proxy-wasm filter); "
         "**metering floor** (the same filter reading both header maps and every body chunk once, and doing nothing "
         "with them: what any filter that meters responses must at least do); "
+        "**session floor** (the metering floor, plus what a per-session budget cannot do without: each request's "
+        "session record, one of 64 as below, read when its headers arrive and written back with one "
+        "compare-and-swap when its response ends — no parsing, pricing or outputs; a Realtime session's record "
+        "is read at the upgrade and settled once, when it ends); "
         "**costguard** (pricing, stats, the global window and breaker; requests carry no session); "
         "**costguard + sessions** (every request in one of 64 sessions: the session's read at admission, "
         "its reservation and its settlement); **costguard + sessions, no headers/filter state** (the same with "
@@ -293,6 +298,11 @@ def render(results, rss, ready, a, instructions):
                 f"{median(r['p99']):.0f} | {median(r['p999']):.0f} | {p50_1:.0f} | {p50_1 - floor_p50:+.0f} | "
                 f"{rss[n] / 1024:.0f} MiB |")
         lines.append("")
+        if wname != WS_WORKLOAD:
+            cg, sf = results[(wname, "costguard + sessions")], results[(wname, "session floor")]
+            lines += [f"costguard + sessions against the session floor: {median(cg['rps']) / median(sf['rps']):.3f}× "
+                      f"its req/s, {median(cg['cpu_us']) - median(sf['cpu_us']):+.1f} µs of Envoy CPU per request; "
+                      f"the session floor itself at {median(sf['rps']) / floor:.3f}× the do-nothing filter's req/s.", ""]
         if a.baseline_wasm:
             ratios = []
             for n in ("costguard", "costguard + sessions"):

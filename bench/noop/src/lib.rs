@@ -6,7 +6,9 @@
 //! the do-nothing filter, divided by `n`). Without one it does nothing.
 //! `"read_all 1"` makes it the metering floor: it reads what any filter that
 //! meters must read (both header maps and every body chunk, once) and does
-//! nothing with it.
+//! nothing with it. `"session_floor 1"` adds what a per-session budget cannot
+//! do without: the session's record read at admission and one
+//! compare-and-swap settling it when the response ends.
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
@@ -63,6 +65,34 @@ enum Probe {
     GetResponseBody,
     /// Both header maps and every body chunk of both directions, once each.
     ReadAll,
+    /// `ReadAll`, plus the record of the request's `x-session-id` read in the
+    /// request headers callback and written back with its CAS when the
+    /// response ends (a session's admission and settlement, with no work).
+    SessionFloor,
+}
+
+/// A session record's size in costguard.
+const SESSION_RECORD: [u8; 120] = [7u8; 120];
+
+/// One header's value in a serialized header map (a count, then each pair's
+/// key and value lengths, then each key and value followed by a NUL).
+fn header_value<'a>(map: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let word = |at: usize| -> Option<usize> {
+        let bytes = map.get(at..at + 4)?;
+        Some(u32::from_le_bytes(bytes.try_into().ok()?) as usize)
+    };
+    let pairs = word(0)?;
+    let mut text = 4 + pairs * 8;
+    for i in 0..pairs {
+        let (key_len, value_len) = (word(4 + i * 8)?, word(8 + i * 8)?);
+        let key = map.get(text..text + key_len)?;
+        let value = map.get(text + key_len + 1..text + key_len + 1 + value_len)?;
+        if key == name {
+            return Some(value);
+        }
+        text += key_len + value_len + 2;
+    }
+    None
 }
 
 struct Root(Probe, u32);
@@ -85,29 +115,70 @@ impl RootContext for Root {
             Some("remove_content_length") => Probe::RemoveContentLength,
             Some("get_response_body") => Probe::GetResponseBody,
             Some("read_all") => Probe::ReadAll,
+            Some("session_floor") => Probe::SessionFloor,
             _ => Probe::None,
         };
         self.1 = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
-        if matches!(self.0, Probe::SharedGet | Probe::SharedSet | Probe::SharedCas) {
+        if matches!(
+            self.0,
+            Probe::SharedGet | Probe::SharedSet | Probe::SharedCas
+        ) {
             let _ = hostcalls::set_shared_data("probe", Some(&[7u8; 104]), None);
         }
         true
     }
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Noop(self.0, self.1)))
+        Some(Box::new(Noop {
+            probe: self.0,
+            calls: self.1,
+            session_key: None,
+        }))
     }
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
 }
 
-struct Noop(Probe, u32);
+struct Noop {
+    probe: Probe,
+    calls: u32,
+    /// The session floor's shared-data key for this request's session.
+    session_key: Option<String>,
+}
 
 impl Noop {
     fn repeat(&self, probe: Probe, call: impl Fn(u32)) {
-        if self.0 == probe {
-            for i in 0..self.1 {
+        let reads_all = probe == Probe::ReadAll && self.probe == Probe::SessionFloor;
+        if self.probe == probe || reads_all {
+            for i in 0..self.calls {
                 call(i);
+            }
+        }
+    }
+
+    /// The session floor's admission: its session's record, read (created on
+    /// the session's first request).
+    fn admit_session(&mut self, request_headers: &[u8]) {
+        let Some(id) = header_value(request_headers, b"x-session-id") else {
+            return;
+        };
+        let key = format!("s:{}", String::from_utf8_lossy(id));
+        if let Ok((None, _)) = hostcalls::get_shared_data(&key) {
+            let _ = hostcalls::set_shared_data(&key, Some(&SESSION_RECORD), None);
+        }
+        self.session_key = Some(key);
+    }
+
+    /// The session floor's settlement: one compare-and-swap of the record.
+    fn settle_session(&mut self) {
+        let Some(key) = self.session_key.take() else {
+            return;
+        };
+        for _ in 0..8 {
+            if let Ok((Some(record), cas)) = hostcalls::get_shared_data(&key) {
+                if hostcalls::set_shared_data(&key, Some(&record), cas).is_ok() {
+                    return;
+                }
             }
         }
     }
@@ -122,9 +193,14 @@ impl HttpContext for Noop {
         self.repeat(Probe::GetHeaders, |_| {
             std::hint::black_box(header_map_bytes(MapType::HttpRequestHeaders));
         });
-        self.repeat(Probe::ReadAll, |_| {
-            std::hint::black_box(header_map_bytes(MapType::HttpRequestHeaders));
-        });
+        if self.probe == Probe::SessionFloor {
+            let headers = header_map_bytes(MapType::HttpRequestHeaders);
+            self.admit_session(&headers);
+        } else {
+            self.repeat(Probe::ReadAll, |_| {
+                std::hint::black_box(header_map_bytes(MapType::HttpRequestHeaders));
+            });
+        }
         self.repeat(Probe::SharedGet, |_| {
             let _ = hostcalls::get_shared_data("probe");
         });
@@ -160,7 +236,10 @@ impl HttpContext for Noop {
         }
         Action::Continue
     }
-    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+    fn on_http_response_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
+        if end_of_stream {
+            self.settle_session();
+        }
         self.repeat(Probe::ReadAll, |_| {
             std::hint::black_box(header_map_bytes(MapType::HttpResponseHeaders));
         });
@@ -170,7 +249,7 @@ impl HttpContext for Noop {
         });
         Action::Continue
     }
-    fn on_http_response_body(&mut self, size: usize, _: bool) -> Action {
+    fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
         self.repeat(Probe::GetResponseBody, |_| {
             let _ = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size);
         });
@@ -178,6 +257,9 @@ impl HttpContext for Noop {
             self.repeat(Probe::ReadAll, |_| {
                 let _ = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size);
             });
+        }
+        if end_of_stream {
+            self.settle_session();
         }
         Action::Continue
     }
