@@ -7,7 +7,8 @@
 //! `POST /v1/responses` (JSON, or SSE ending in `response.completed`),
 //! `POST /v1/embeddings`, `GET /v1/realtime` (WebSocket, see `realtime.rs`).
 //! Test hooks: `GET /_sim/requests` (recent request bodies),
-//! `GET /_sim/tally` (counters), `POST /_sim/reset`.
+//! `GET /_sim/tally` (counters; `reported`: each distinct model and usage
+//! reported, with its `count`), `POST /_sim/reset`.
 //!
 //! Steering headers (all optional):
 //! - `x-sim-usage`: the usage JSON object to report, verbatim.
@@ -27,6 +28,7 @@ mod realtime;
 
 use http::{Request, Response};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,8 +44,11 @@ pub struct Tally {
     pub ws_opened: AtomicU64,
     pub ws_closed: AtomicU64,
     pub ws_open: AtomicU64,
-    /// Every usage object reported in a response that was sent whole: (model, usage).
-    pub reported: Mutex<Vec<(String, Value)>>,
+    /// The usage objects reported in responses that were sent whole, each
+    /// distinct (model, usage) once with how many times: a benchmark's
+    /// millions of equal responses take one entry, not memory that grows
+    /// (and stalls every request while it is copied) as the run goes on.
+    pub reported: Mutex<HashMap<(String, String), (Value, u64)>>,
     pub recent: Mutex<Vec<Value>>,
 }
 
@@ -67,8 +72,11 @@ impl Tally {
     }
 
     pub fn record_usage(&self, model: &str, usage: &Value) {
+        let text = usage.to_string();
         if let Ok(mut r) = self.reported.lock() {
-            r.push((model.to_string(), usage.clone()));
+            r.entry((model.to_string(), text))
+                .or_insert_with(|| (usage.clone(), 0))
+                .1 += 1;
         }
     }
 
@@ -78,7 +86,7 @@ impl Tally {
             .lock()
             .map(|r| {
                 r.iter()
-                    .map(|(m, u)| json!({"model": m, "usage": u}))
+                    .map(|((m, _), (u, count))| json!({"model": m, "usage": u, "count": count}))
                     .collect()
             })
             .unwrap_or_default();

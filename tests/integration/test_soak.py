@@ -118,7 +118,8 @@ def test_soak(start_envoy, sim):
     assert all(n > 0 for n in counts.values()), counts
 
     reported = sim.tally()["reported"]
-    expected = sum(price(r["model"], r["usage"]) for r in reported)
+    # Each distinct (model, usage) once, with how many responses reported it.
+    expected = sum(price(r["model"], r["usage"]) * r["count"] for r in reported)
     d.wait("costguard.cost_micro_usd", expected)
     wait_until(lambda: envoy.stat("costguard.sessions.active") == 0, what="sessions to end")
     d.wait("costguard.sessions.ended", counts["ws"])
