@@ -116,6 +116,20 @@ pub fn meter(kind: BodyKind, body: &[u8]) -> bool {
     matches!(m.finish(), costguard::meter::Metered::Usage { .. })
 }
 
+/// A body as the filter gets it: owned chunks (each the host's copy).
+pub fn owned_chunks(body: &[u8]) -> Vec<Vec<u8>> {
+    body.chunks(CHUNK).map(<[u8]>::to_vec).collect()
+}
+
+/// [`meter`] over owned chunks, which a long JSON body's tail keeps as they are.
+pub fn meter_owned(kind: BodyKind, chunks: Vec<Vec<u8>>) -> bool {
+    let mut m = ResponseMeter::new(kind);
+    for chunk in chunks {
+        m.feed_chunk(chunk.into());
+    }
+    matches!(m.finish(), costguard::meter::Metered::Usage { .. })
+}
+
 pub struct Env(pub Config);
 impl RealtimeEnv for Env {
     fn book(&mut self, model: &str, usage: &Usage, _rules: &mut [AppliedRule]) -> Booked {

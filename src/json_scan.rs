@@ -312,6 +312,11 @@ impl JsonScanner {
         self.captured_at.get(target).copied().flatten()
     }
 
+    /// Whether the text fed so far is not the start of one JSON value.
+    pub fn failed(&self) -> bool {
+        self.error.is_some()
+    }
+
     /// Ends the document. Returns the error if it was not one complete value.
     /// Changes only `state`, `active` and `error` (see [`Self::unfinish`]).
     pub fn finish(&mut self) -> Result<(), ScanError> {

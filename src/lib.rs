@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod headers;
 pub mod http;
 pub mod json_scan;
+pub mod json_tail;
 pub mod meter;
 pub mod money;
 pub mod pricing;

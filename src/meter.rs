@@ -8,10 +8,12 @@
 
 use crate::event_scan::EventScanner;
 use crate::json_scan::{json_string, plain_json_text, Captured, JsonScanner, PathSpec};
+use crate::json_tail::last_members;
 use crate::pricing::ServiceTier;
 use crate::sse::{EventEnd, EventSink, SseParser};
 use crate::usage::{Usage, UsageError};
 use std::borrow::Cow;
+use std::collections::VecDeque;
 
 /// Largest `usage` / `model` value read; real ones are a few hundred bytes.
 pub const CAPTURE_CAP: usize = 64 * 1024;
@@ -224,11 +226,151 @@ impl SseUsage {
     }
 }
 
+/// A JSON body is scanned forward this far. A longer one (a long answer)
+/// has its usage after the content: its last [`JSON_TAIL`] bytes are kept
+/// and read backward from its end ([`crate::json_tail`]), so the content
+/// between is passed on unscanned.
+pub const JSON_HEAD: usize = 64 * 1024;
+/// How many of a long JSON body's last bytes are kept.
+pub const JSON_TAIL: usize = 64 * 1024;
+
+/// A JSON body: its head scanned, its tail kept once it is longer.
+struct JsonBody {
+    scanner: JsonScanner,
+    seen_bytes: bool,
+    /// The body's length so far.
+    len: usize,
+    head: usize,
+    tail: usize,
+    /// The body's chunks from `head - tail / 4` on (the quarter covers a
+    /// member cut at the head's end), as few of the last as hold `tail`
+    /// bytes: owned chunks are kept as they came, not copied.
+    kept: VecDeque<Vec<u8>>,
+    kept_len: usize,
+}
+
+impl JsonBody {
+    fn feed(&mut self, chunk: Cow<'_, [u8]>) {
+        let len = chunk.len();
+        self.seen_bytes |= len > 0;
+        let scanned = self.head.saturating_sub(self.len).min(len);
+        if let Some(head) = chunk.get(..scanned).filter(|h| !h.is_empty()) {
+            self.scanner.feed(head);
+        }
+        let keep_from = self.head.saturating_sub(self.tail / 4);
+        let mut skip = keep_from.saturating_sub(self.len).min(len);
+        self.len += len;
+        if len.saturating_sub(skip) > self.tail {
+            // This chunk alone holds the tail: nothing before it is needed.
+            skip = len - self.tail;
+            self.kept.clear();
+            self.kept_len = 0;
+        }
+        if skip == len {
+            return;
+        }
+        let piece = match chunk {
+            Cow::Owned(mut owned) => {
+                owned.drain(..skip);
+                owned
+            }
+            Cow::Borrowed(borrowed) => borrowed.get(skip..).unwrap_or_default().to_vec(),
+        };
+        self.kept_len += piece.len();
+        self.kept.push_back(piece);
+        while let Some(front) = self.kept.front() {
+            if self.kept_len - front.len() < self.tail {
+                break;
+            }
+            self.kept_len -= front.len();
+            self.kept.pop_front();
+        }
+    }
+
+    /// The kept bytes, in one piece.
+    fn kept_text(&self) -> Cow<'_, [u8]> {
+        match self.kept.len() {
+            0 => Cow::Borrowed(&[]),
+            1 => Cow::Borrowed(self.kept.front().map_or(&[][..], Vec::as_slice)),
+            _ => {
+                let mut text = Vec::with_capacity(self.kept_len);
+                for chunk in &self.kept {
+                    text.extend_from_slice(chunk);
+                }
+                Cow::Owned(text)
+            }
+        }
+    }
+
+    /// `ended`: the body arrived whole, so its kept end is its end.
+    fn finish(&mut self, ended: bool) -> Metered {
+        let failed_in_head = self.scanner.failed();
+        let complete = self.scanner.finish().is_ok();
+        let head = DocumentFacts::from_scanner(&self.scanner);
+        if self.len <= self.head || !ended {
+            // All of it was scanned, or its end is not the document's.
+            return match head.usage {
+                Some(Ok(usage)) => Metered::Usage {
+                    model: head.model,
+                    usage,
+                    tier: head.service_tier.unwrap_or_default(),
+                },
+                Some(Err(_)) => Metered::Malformed,
+                None if !complete && self.seen_bytes => Metered::Malformed,
+                None => Metered::Missing,
+            };
+        }
+        if failed_in_head {
+            return Metered::Malformed;
+        }
+        let kept = self.kept_text();
+        // The model is written before the content: looked for in the tail
+        // (read back to its start, through the content) only if not in the head.
+        let members = if head.model.is_some() {
+            last_members(&kept, [b"usage", b"service_tier"]).map(|[u, t]| [u, None, t])
+        } else {
+            last_members(&kept, [b"usage", b"model", b"service_tier"])
+        };
+        let Ok([usage, model, tier]) = members else {
+            return match head.usage {
+                Some(Ok(usage)) => Metered::Usage {
+                    model: head.model,
+                    usage,
+                    tier: head.service_tier.unwrap_or_default(),
+                },
+                _ => Metered::Malformed,
+            };
+        };
+        // The tail's `usage` is the last one written (`null` too).
+        let usage = match usage {
+            Some(text) if text.trim_ascii() == b"null" => return Metered::Missing,
+            Some(text) => Usage::from_json(text),
+            None => match head.usage {
+                Some(read) => read,
+                None => return Metered::Missing,
+            },
+        };
+        let Ok(usage) = usage else {
+            return Metered::Malformed;
+        };
+        let model = model
+            .and_then(json_string)
+            .filter(|m| !m.is_empty())
+            .or(head.model);
+        let tier = tier
+            .and_then(json_string)
+            .map(|t| ServiceTier::from_response(&t))
+            .or(head.service_tier);
+        Metered::Usage {
+            model,
+            usage,
+            tier: tier.unwrap_or_default(),
+        }
+    }
+}
+
 enum Body {
-    Json {
-        scanner: Box<JsonScanner>,
-        seen_bytes: bool,
-    },
+    Json(Box<JsonBody>),
     Sse(Box<SseParser<SseUsage>>),
 }
 
@@ -238,60 +380,71 @@ pub struct ResponseMeter {
 
 impl ResponseMeter {
     pub fn new(kind: BodyKind) -> Self {
-        let body = match kind {
-            BodyKind::Json => Body::Json {
-                scanner: Box::new(JsonScanner::new(USAGE_PATHS, CAPTURE_CAP)),
-                seen_bytes: false,
-            },
-            BodyKind::EventStream => Body::Sse(Box::new(SseParser::new(
-                SseUsage {
-                    scanner: EventScanner::new(USAGE_PATHS, CAPTURE_CAP),
-                    in_event: false,
-                    model: None,
-                    usage: None,
-                    tier: None,
-                    malformed_events: 0,
-                    reference_outcome: None,
-                },
-                SSE_EVENT_CAP,
-            ))),
-        };
-        ResponseMeter { body }
-    }
-
-    pub fn feed(&mut self, chunk: &[u8]) {
-        match &mut self.body {
-            Body::Json {
-                scanner,
-                seen_bytes,
-            } => {
-                *seen_bytes |= !chunk.is_empty();
-                scanner.feed(chunk);
-            }
-            Body::Sse(parser) => parser.feed(chunk),
+        match kind {
+            BodyKind::Json => Self::json_with_window(JSON_HEAD, JSON_TAIL),
+            BodyKind::EventStream => Self::event_stream(),
         }
     }
 
-    /// The body ended (or the stream was cut: then usage not yet seen is missing).
-    pub fn finish(&mut self) -> Metered {
+    /// A JSON body's meter that scans `head` bytes and keeps the last `tail`
+    /// ([`JSON_HEAD`], [`JSON_TAIL`]): small ones let tests and the fuzzer
+    /// reach long bodies' reading with small inputs.
+    #[doc(hidden)]
+    pub fn json_with_window(head: usize, tail: usize) -> Self {
+        ResponseMeter {
+            body: Body::Json(Box::new(JsonBody {
+                scanner: JsonScanner::new(USAGE_PATHS, CAPTURE_CAP),
+                seen_bytes: false,
+                len: 0,
+                head,
+                tail: tail.max(1),
+                kept: VecDeque::new(),
+                kept_len: 0,
+            })),
+        }
+    }
+
+    fn event_stream() -> Self {
+        let sink = SseUsage {
+            scanner: EventScanner::new(USAGE_PATHS, CAPTURE_CAP),
+            in_event: false,
+            model: None,
+            usage: None,
+            tier: None,
+            malformed_events: 0,
+            reference_outcome: None,
+        };
+        ResponseMeter {
+            body: Body::Sse(Box::new(SseParser::new(sink, SSE_EVENT_CAP))),
+        }
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        self.feed_chunk(Cow::Borrowed(chunk));
+    }
+
+    /// [`Self::feed`], keeping an owned chunk a long JSON body's tail needs
+    /// without copying it.
+    pub fn feed_chunk(&mut self, chunk: Cow<'_, [u8]>) {
         match &mut self.body {
-            Body::Json {
-                scanner,
-                seen_bytes,
-            } => {
-                let complete = scanner.finish().is_ok();
-                let facts = DocumentFacts::from_scanner(scanner);
-                match facts.usage {
-                    Some(Ok(usage)) => Metered::Usage {
-                        model: facts.model,
-                        usage,
-                        tier: facts.service_tier.unwrap_or_default(),
-                    },
-                    Some(Err(_)) => Metered::Malformed,
-                    None if !complete && *seen_bytes => Metered::Malformed,
-                    None => Metered::Missing,
-                }
-            }
+            Body::Json(body) => body.feed(chunk),
+            Body::Sse(parser) => parser.feed(&chunk),
+        }
+    }
+
+    /// The body ended: what it said.
+    pub fn finish(&mut self) -> Metered {
+        self.finish_as(true)
+    }
+
+    /// The stream was cut before its body ended: usage not yet seen is missing.
+    pub fn finish_cut(&mut self) -> Metered {
+        self.finish_as(false)
+    }
+
+    fn finish_as(&mut self, ended: bool) -> Metered {
+        match &mut self.body {
+            Body::Json(body) => body.finish(ended),
             Body::Sse(parser) => {
                 parser.finish();
                 let sink = &parser.sink;
@@ -507,6 +660,150 @@ mod tests {
     /// An event that ends as the last scanned one adds that event's outcome
     /// without its captures being read again: the stream's result and its
     /// malformed count equal reading every event whole.
+    mod long_json_bodies {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Content text: escapes, backslash runs and look-alike members.
+        fn content() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                Just("lorem ipsum ".to_string()),
+                Just(r#"\"usage\": {\"prompt_tokens\": 999}"#.to_string()),
+                Just(r#"\\"#.to_string()),
+                Just(r#"\\\""#.to_string()),
+                Just(r#"}]{[,:"#.to_string()),
+                Just(r#"\u00e9 \n é世界"#.to_string()),
+            ];
+            proptest::collection::vec(piece, 0..200).prop_map(|p| p.concat())
+        }
+
+        /// A Chat Completions or Responses API body around `content`,
+        /// members in the orders the API writes them, or moved.
+        fn body() -> impl Strategy<Value = String> {
+            let usage = prop_oneof![
+                Just(
+                    r#"{"prompt_tokens":3,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":1}}"#
+                ),
+                Just(r#"{"input_tokens":7,"output_tokens":9}"#),
+                Just("null"),
+                Just(r#"{"prompt_tokens":-1}"#),
+                Just(r#"{"prompt_tokens":1,}"#),
+            ];
+            let tier = prop_oneof![
+                Just(""),
+                Just(r#","service_tier":"flex""#),
+                Just(r#", "service_tier" : "priority""#)
+            ];
+            let model = prop_oneof![
+                Just(r#""model":"gpt-4o-mini","#),
+                Just(""),
+                Just(r#""model":"gpt-5","#)
+            ];
+            let space = prop_oneof![Just(""), Just(" "), Just("\n  ")];
+            (content(), usage, tier, model, space, any::<bool>(), any::<bool>()).prop_map(
+                |(c, u, t, m, w, responses, usage_first)| {
+                    let items = if responses {
+                        format!(r#""output":[{{"type":"message","content":[{{"type":"output_text","text":"{c}"}}]}}]"#)
+                    } else {
+                        format!(r#""choices":[{{"index":0,"message":{{"role":"assistant","content":"{c}"}}}}]"#)
+                    };
+                    let (before, after) = if usage_first {
+                        (format!(r#""usage":{u},"#), String::new())
+                    } else {
+                        (String::new(), format!(r#",{w}"usage":{w}{u}"#))
+                    };
+                    format!(r#"{w}{{"id":"x",{m}{before}{items}{after}{t},"system_fingerprint":"fp"}}{w}"#)
+                },
+            )
+        }
+
+        fn meter(mut meter: ResponseMeter, body: &[u8], chunk: usize, ended: bool) -> Metered {
+            // Chunks borrowed and owned (kept as they are), alternately.
+            for (i, piece) in body.chunks(chunk.max(1)).enumerate() {
+                if i % 2 == 0 {
+                    meter.feed(piece);
+                } else {
+                    meter.feed_chunk(Cow::Owned(piece.to_vec()));
+                }
+            }
+            if ended {
+                meter.finish()
+            } else {
+                meter.finish_cut()
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn as_if_read_whole(body in body(), head in 80usize..400, chunk in 1usize..300) {
+                // Its usage follows the content, within the kept tail (what
+                // follows the content fits in a quarter of it); or precedes
+                // it, within the head.
+                let whole = meter(ResponseMeter::new(BodyKind::Json), body.as_bytes(), chunk, true);
+                let windowed = meter(ResponseMeter::json_with_window(head, 1024), body.as_bytes(), chunk, true);
+                let usage_first = body.find("\"usage\":") < body.find("\"choices\"").or(body.find("\"output\""));
+                if !usage_first || body.find("\"usage\":").is_some_and(|at| at + 120 < head) {
+                    prop_assert_eq!(windowed, whole);
+                }
+            }
+
+            #[test]
+            fn a_cut_body_is_read_as_far_as_its_head(body in body(), head in 80usize..400, cut in 0usize..4000) {
+                let cut = &body.as_bytes()[..cut.min(body.len())];
+                let windowed = meter(ResponseMeter::json_with_window(head, 1024), cut, 64, false);
+                let head_only = meter(ResponseMeter::new(BodyKind::Json), &cut[..cut.len().min(head)], 64, false);
+                if cut.len() > head {
+                    prop_assert_eq!(windowed, match head_only {
+                        Metered::Missing => Metered::Malformed,
+                        other => other,
+                    });
+                }
+            }
+        }
+
+        #[test]
+        fn a_long_body_is_priced_from_its_tail() {
+            let content = "x\\\"y".repeat(40_000);
+            let body = format!(
+                r#"{{"model":"gpt-4o-mini","choices":[{{"message":{{"content":"{content}"}}}}],"usage":{{"prompt_tokens":10,"completion_tokens":20}},"service_tier":"flex"}}"#
+            );
+            let want = Metered::Usage {
+                model: Some("gpt-4o-mini".into()),
+                usage: text_usage(10, 0, 20),
+                tier: ServiceTier::Flex,
+            };
+            assert!(body.len() > JSON_HEAD + JSON_TAIL);
+            for chunk in [16 * 1024, 100_000, body.len()] {
+                assert_eq!(
+                    meter(
+                        ResponseMeter::new(BodyKind::Json),
+                        body.as_bytes(),
+                        chunk,
+                        true
+                    ),
+                    want
+                );
+            }
+            // Cut before its end: the usage at its end is not read.
+            let cut = &body.as_bytes()[..body.len() - 1];
+            assert_eq!(
+                meter(ResponseMeter::new(BodyKind::Json), cut, 16 * 1024, false),
+                Metered::Malformed
+            );
+            // Not JSON in its head: malformed, whatever its end says.
+            let broken = body.replacen("\"choices\":", "\"choices\" ", 1);
+            assert_eq!(
+                meter(
+                    ResponseMeter::new(BodyKind::Json),
+                    broken.as_bytes(),
+                    9_999,
+                    true
+                ),
+                Metered::Malformed
+            );
+        }
+    }
+
     mod reused_events {
         use super::*;
         use proptest::prelude::*;

@@ -262,7 +262,17 @@ impl HttpContext for Stream {
         let shared = Rc::clone(&self.shared);
         let mut env = shared.env();
         self.exchange
-            .on_response_body(&mut env, &chunk, end_of_stream);
+            .on_response_body(&mut env, chunk, end_of_stream);
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        // Trailers end the body: it arrived whole.
+        if self.realtime.is_none() && self.exchange.reads_response_body() {
+            let shared = Rc::clone(&self.shared);
+            let mut env = shared.env();
+            self.exchange.on_response_trailers(&mut env);
+        }
         Action::Continue
     }
 

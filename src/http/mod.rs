@@ -780,7 +780,7 @@ impl HttpExchange {
             ResponsePlan::Ignore => {}
         }
         if end_of_stream {
-            self.settle(env);
+            self.settle(env, true);
         }
     }
 
@@ -789,22 +789,34 @@ impl HttpExchange {
         self.meter.is_some() && !self.settled
     }
 
-    pub fn on_response_body(&mut self, env: &mut dyn HttpEnv, chunk: &[u8], end_of_stream: bool) {
+    /// A response body chunk (owned: a long JSON body's tail is kept without a copy).
+    pub fn on_response_body<'c>(
+        &mut self,
+        env: &mut dyn HttpEnv,
+        chunk: impl Into<Cow<'c, [u8]>>,
+        end_of_stream: bool,
+    ) {
         if let Some(meter) = &mut self.meter {
-            meter.feed(chunk);
+            meter.feed_chunk(chunk.into());
         }
         if end_of_stream {
-            self.settle(env);
+            self.settle(env, true);
         }
     }
 
-    /// The stream ended, however it ended (`on_log`): settles what is left.
-    pub fn on_end(&mut self, env: &mut dyn HttpEnv) {
-        self.settle(env);
+    /// The response's trailers: its body arrived whole.
+    pub fn on_response_trailers(&mut self, env: &mut dyn HttpEnv) {
+        self.settle(env, true);
     }
 
-    /// Settles the response's usage, exactly once.
-    fn settle(&mut self, env: &mut dyn HttpEnv) {
+    /// The stream ended, however it ended (`on_log`): settles what is left
+    /// (a body not ended by now was cut).
+    pub fn on_end(&mut self, env: &mut dyn HttpEnv) {
+        self.settle(env, false);
+    }
+
+    /// Settles the response's usage, exactly once. `ended`: its body arrived whole.
+    fn settle(&mut self, env: &mut dyn HttpEnv, ended: bool) {
         if std::mem::replace(&mut self.settled, true) {
             return;
         }
@@ -816,7 +828,12 @@ impl HttpExchange {
             // Nothing to meter: what was reserved is released.
             return self.settle_budgets(env, 0);
         };
-        match meter.finish() {
+        let metered = if ended {
+            meter.finish()
+        } else {
+            meter.finish_cut()
+        };
+        match metered {
             Metered::Usage { model, usage, tier } => {
                 let priced = price(
                     env.prices(),
