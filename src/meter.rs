@@ -244,7 +244,8 @@ struct JsonBody {
     tail: usize,
     /// The body's chunks from `head - tail / 4` on (the quarter covers a
     /// member cut at the head's end), as few of the last as hold `tail`
-    /// bytes: owned chunks are kept as they came, not copied.
+    /// bytes (under `2 * tail` in all): owned chunks are kept as they came,
+    /// not copied.
     kept: VecDeque<Vec<u8>>,
     kept_len: usize,
 }
@@ -269,12 +270,11 @@ impl JsonBody {
         if skip == len {
             return;
         }
+        // An owned chunk needed whole is kept as it came; of any other only
+        // the part needed is copied (a large chunk's buffer is not held).
         let piece = match chunk {
-            Cow::Owned(mut owned) => {
-                owned.drain(..skip);
-                owned
-            }
-            Cow::Borrowed(borrowed) => borrowed.get(skip..).unwrap_or_default().to_vec(),
+            Cow::Owned(owned) if skip == 0 => owned,
+            chunk => chunk.get(skip..).unwrap_or_default().to_vec(),
         };
         self.kept_len += piece.len();
         self.kept.push_back(piece);
