@@ -309,16 +309,7 @@ impl JsonBody {
         let head = DocumentFacts::from_scanner(&self.scanner);
         if self.len <= self.head || !ended {
             // All of it was scanned, or its end is not the document's.
-            return match head.usage {
-                Some(Ok(usage)) => Metered::Usage {
-                    model: head.model,
-                    usage,
-                    tier: head.service_tier.unwrap_or_default(),
-                },
-                Some(Err(_)) => Metered::Malformed,
-                None if !complete && self.seen_bytes => Metered::Malformed,
-                None => Metered::Missing,
-            };
+            return scanned_result(head, complete, self.seen_bytes);
         }
         if failed_in_head {
             return Metered::Malformed;
@@ -332,14 +323,8 @@ impl JsonBody {
             last_members(&kept, [b"usage", b"model", b"service_tier"])
         };
         let Ok([usage, model, tier]) = members else {
-            return match head.usage {
-                Some(Ok(usage)) => Metered::Usage {
-                    model: head.model,
-                    usage,
-                    tier: head.service_tier.unwrap_or_default(),
-                },
-                _ => Metered::Malformed,
-            };
+            // Its end is not an object's (cut, or not JSON): only the head counts.
+            return scanned_result(head, complete, self.seen_bytes);
         };
         // The tail's `usage` is the last one written (`null` too).
         let usage = match usage {
@@ -366,6 +351,21 @@ impl JsonBody {
             usage,
             tier: tier.unwrap_or_default(),
         }
+    }
+}
+
+/// What a JSON body's scanned part says on its own: `complete` if it was
+/// one whole document.
+fn scanned_result(facts: DocumentFacts, complete: bool, seen_bytes: bool) -> Metered {
+    match facts.usage {
+        Some(Ok(usage)) => Metered::Usage {
+            model: facts.model,
+            usage,
+            tier: facts.service_tier.unwrap_or_default(),
+        },
+        Some(Err(_)) => Metered::Malformed,
+        None if !complete && seen_bytes => Metered::Malformed,
+        None => Metered::Missing,
     }
 }
 

@@ -610,3 +610,52 @@ fn a_session_request_costs_four_store_calls() {
     assert_eq!(env.session_spend("s"), 5 * 10_000);
     assert_eq!(env.view.take_held(), Some(10_000), "held for the tick");
 }
+
+#[test]
+fn a_long_json_body_is_priced_when_it_ends() {
+    // Longer than the head that is scanned: its usage is read from its kept end,
+    // which counts only once the body has ended (last chunk or trailers).
+    let long = chat_body(150).replacen(
+        "\"choices\":[]",
+        &format!("\"choices\":[{{\"text\":\"{}\"}}]", "a".repeat(100_000)),
+        1,
+    );
+    type Ending = fn(&mut FakeEnv, &mut HttpExchange, &[u8]);
+    let endings: [(&str, Ending, usize); 3] = [
+        (
+            "last chunk",
+            |env, ex, rest| ex.on_response_body(env, rest, true),
+            1,
+        ),
+        (
+            "trailers",
+            |env, ex, rest| {
+                ex.on_response_body(env, rest, false);
+                ex.on_response_trailers(env);
+            },
+            1,
+        ),
+        (
+            "cut",
+            |env, ex, rest| ex.on_response_body(env, rest, false),
+            0,
+        ),
+    ];
+    for (name, ending, priced) in endings {
+        let mut env = FakeEnv::new(CONFIG);
+        let mut ex = HttpExchange::new();
+        admit(&mut env, &mut ex, &chat_request(Some("long")));
+        ex.on_response_headers(&mut env, &json_response(), false);
+        let (first, rest) = long.as_bytes().split_at(long.len() / 2);
+        ex.on_response_body(&mut env, first, false);
+        ending(&mut env, &mut ex, rest);
+        ex.on_end(&mut env);
+        assert_eq!(env.priced().len(), priced, "{name}");
+        assert_eq!(
+            env.session_spend("long"),
+            priced as u64 * 1_500_000,
+            "{name}"
+        );
+        assert_eq!(env.count(&Event::UsageParseError), 1 - priced, "{name}");
+    }
+}
