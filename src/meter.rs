@@ -14,6 +14,7 @@ use crate::sse::{EventEnd, EventSink, SseParser};
 use crate::usage::{Usage, UsageError};
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::ops::Range;
 
 /// Largest `usage` / `model` value read; real ones are a few hundred bytes.
 pub const CAPTURE_CAP: usize = 64 * 1024;
@@ -248,33 +249,83 @@ struct JsonBody {
     /// not copied.
     kept: VecDeque<Vec<u8>>,
     kept_len: usize,
+    /// The body's declared length (`content-length`): bytes before its last
+    /// `tail` are then known unneeded as they pass, and are not read.
+    declared_len: Option<usize>,
+    /// A byte the meter needed was not read (a short or failed read): what
+    /// the body says cannot be known.
+    missed: bool,
+}
+
+/// What a JSON body's meter does with the next chunk: it scans the first
+/// `scanned` bytes and keeps those from `keep_from` on; none between.
+struct ChunkPlan {
+    scanned: usize,
+    keep_from: usize,
 }
 
 impl JsonBody {
-    fn feed(&mut self, chunk: Cow<'_, [u8]>) {
-        let len = chunk.len();
-        self.seen_bytes |= len > 0;
-        let scanned = self.head.saturating_sub(self.len).min(len);
-        if let Some(head) = chunk.get(..scanned).filter(|h| !h.is_empty()) {
+    fn plan(&self, chunk_len: usize) -> ChunkPlan {
+        let scanned = self.head.saturating_sub(self.len).min(chunk_len);
+        let mut keep_from = self.head.saturating_sub(self.tail / 4);
+        if let Some(declared) = self.declared_len {
+            keep_from = keep_from.max(declared.saturating_sub(self.tail));
+        }
+        let keep_from = keep_from
+            .saturating_sub(self.len)
+            .min(chunk_len)
+            // This chunk alone holds the tail: nothing before it is needed.
+            .max(chunk_len.saturating_sub(self.tail));
+        ChunkPlan { scanned, keep_from }
+    }
+
+    /// The bytes of the next chunk that must be read: one range, so a chunk
+    /// whose head and tail are both needed is read whole.
+    fn wanted(&self, chunk_len: usize) -> Range<usize> {
+        let ChunkPlan { scanned, keep_from } = self.plan(chunk_len);
+        match (scanned > 0, keep_from < chunk_len) {
+            (true, true) => 0..chunk_len,
+            (true, false) => 0..scanned,
+            (false, _) => keep_from..chunk_len,
+        }
+    }
+
+    /// The next chunk, `chunk_len` bytes long, of which `part` (from byte
+    /// `at` on) was read.
+    fn feed(&mut self, chunk_len: usize, at: usize, part: Cow<'_, [u8]>) {
+        let plan = self.plan(chunk_len);
+        let wanted = self.wanted(chunk_len);
+        let read_end = at.saturating_add(part.len());
+        if !wanted.is_empty() && (at > wanted.start || read_end < wanted.end)
+            || read_end > chunk_len
+        {
+            self.missed = true;
+        }
+        self.seen_bytes |= chunk_len > 0;
+        self.len = self.len.saturating_add(chunk_len);
+        if self.missed {
+            // Nothing more is read: the outcome is known.
+            self.kept.clear();
+            self.kept_len = 0;
+            return;
+        }
+        if let Some(head) = part.get(..plan.scanned).filter(|h| !h.is_empty()) {
             self.scanner.feed(head);
         }
-        let keep_from = self.head.saturating_sub(self.tail / 4);
-        let mut skip = keep_from.saturating_sub(self.len).min(len);
-        self.len += len;
-        if len.saturating_sub(skip) > self.tail {
-            // This chunk alone holds the tail: nothing before it is needed.
-            skip = len - self.tail;
+        if plan.keep_from == chunk_len {
+            return;
+        }
+        if plan.keep_from + self.tail <= chunk_len {
+            // This chunk alone holds the tail.
             self.kept.clear();
             self.kept_len = 0;
         }
-        if skip == len {
-            return;
-        }
+        let skip = plan.keep_from - at;
         // An owned chunk needed whole is kept as it came; of any other only
         // the part needed is copied (a large chunk's buffer is not held).
-        let piece = match chunk {
+        let piece = match part {
             Cow::Owned(owned) if skip == 0 => owned,
-            chunk => chunk.get(skip..).unwrap_or_default().to_vec(),
+            part => part.get(skip..).unwrap_or_default().to_vec(),
         };
         self.kept_len += piece.len();
         self.kept.push_back(piece);
@@ -304,6 +355,9 @@ impl JsonBody {
 
     /// `ended`: the body arrived whole, so its kept end is its end.
     fn finish(&mut self, ended: bool) -> Metered {
+        if self.missed {
+            return Metered::Malformed;
+        }
         let failed_in_head = self.scanner.failed();
         let complete = self.scanner.finish().is_ok();
         let head = DocumentFacts::from_scanner(&self.scanner);
@@ -311,7 +365,9 @@ impl JsonBody {
             // All of it was scanned, or its end is not the document's.
             return scanned_result(head, complete, self.seen_bytes);
         }
-        if failed_in_head {
+        // Bytes before the declared length's tail went unread: a body of
+        // another length would be read from the wrong place.
+        if failed_in_head || self.declared_len.is_some_and(|d| d != self.len) {
             return Metered::Malformed;
         }
         let kept = self.kept_text();
@@ -400,6 +456,8 @@ impl ResponseMeter {
                 tail: tail.max(1),
                 kept: VecDeque::new(),
                 kept_len: 0,
+                declared_len: None,
+                missed: false,
             })),
         }
     }
@@ -426,9 +484,43 @@ impl ResponseMeter {
     /// [`Self::feed`], keeping an owned chunk a long JSON body's tail needs
     /// without copying it.
     pub fn feed_chunk(&mut self, chunk: Cow<'_, [u8]>) {
+        self.feed_part(chunk.len(), 0, chunk);
+    }
+
+    /// The body's declared length (`content-length` of a body not re-encoded),
+    /// before its first chunk: a long JSON body's bytes before its last
+    /// [`JSON_TAIL`] then need not be read ([`Self::wanted`]). A body that
+    /// ends at another length is then not priced.
+    pub fn declare_len(&mut self, len: u64) {
+        if let Body::Json(body) = &mut self.body {
+            if body.len == 0 {
+                body.declared_len = usize::try_from(len).ok();
+            }
+        }
+    }
+
+    /// Which bytes of the next chunk, `chunk_len` long, must be read; the
+    /// rest may pass unread.
+    pub fn wanted(&self, chunk_len: usize) -> Range<usize> {
+        match &self.body {
+            Body::Json(body) => body.wanted(chunk_len),
+            Body::Sse(_) => 0..chunk_len,
+        }
+    }
+
+    /// The next chunk, `chunk_len` long, of which `part` was read from byte
+    /// `at` on: at least what [`Self::wanted`] named, or what the body says
+    /// is unknown (a JSON body is then not priced).
+    pub fn feed_part(&mut self, chunk_len: usize, at: usize, part: Cow<'_, [u8]>) {
         match &mut self.body {
-            Body::Json(body) => body.feed(chunk),
-            Body::Sse(parser) => parser.feed(&chunk),
+            Body::Json(body) => body.feed(chunk_len, at, part),
+            Body::Sse(parser) => {
+                parser.feed(&part);
+                // An event stream is read whole: a hole is a malformed event.
+                if at != 0 || part.len() != chunk_len {
+                    parser.sink.malformed_events = parser.sink.malformed_events.saturating_add(1);
+                }
+            }
         }
     }
 
@@ -733,7 +825,77 @@ mod tests {
             }
         }
 
+        /// As [`meter`], with the body's length declared, reading of each
+        /// chunk only what the meter wants.
+        fn meter_wanted(
+            mut meter: ResponseMeter,
+            body: &[u8],
+            chunk: usize,
+            declared: u64,
+        ) -> Metered {
+            meter.declare_len(declared);
+            for (i, piece) in body.chunks(chunk.max(1)).enumerate() {
+                let wanted = meter.wanted(piece.len());
+                let part = &piece[wanted.clone()];
+                if i % 2 == 0 {
+                    meter.feed_part(piece.len(), wanted.start, Cow::Borrowed(part));
+                } else {
+                    meter.feed_part(piece.len(), wanted.start, Cow::Owned(part.to_vec()));
+                }
+            }
+            meter.finish()
+        }
+
         proptest! {
+            #[test]
+            fn reading_only_what_is_wanted_of_a_declared_length(body in body(), head in 80usize..400, chunk in 1usize..300) {
+                let len = body.len() as u64;
+                let whole = meter(ResponseMeter::new(BodyKind::Json), body.as_bytes(), chunk, true);
+                let wanted = meter_wanted(ResponseMeter::json_with_window(head, 1024), body.as_bytes(), chunk, len);
+                let usage_first = body.find("\"usage\":") < body.find("\"choices\"").or(body.find("\"output\""));
+                if !usage_first || body.find("\"usage\":").is_some_and(|at| at + 120 < head) {
+                    prop_assert_eq!(&wanted, &whole);
+                }
+                // Whatever the chunks: read whole, the same.
+                let mut every_byte = ResponseMeter::json_with_window(head, 1024);
+                every_byte.declare_len(len);
+                prop_assert_eq!(meter(every_byte, body.as_bytes(), chunk, true), wanted);
+                // Another length than the body's: not read from a wrong place.
+                let other = meter_wanted(ResponseMeter::json_with_window(head, 1024), body.as_bytes(), chunk, len - 1);
+                if body.len() > head {
+                    prop_assert_eq!(other, Metered::Malformed);
+                }
+            }
+
+            #[test]
+            fn a_needed_byte_unread_is_never_priced(body in body(), head in 80usize..400, chunk in 1usize..300, which in any::<usize>(), short in 1usize..8) {
+                let new_meter = || {
+                    let mut m = ResponseMeter::json_with_window(head, 1024);
+                    m.declare_len(body.len() as u64);
+                    m
+                };
+                // Which chunks want bytes: that depends on lengths alone.
+                let mut dry = new_meter();
+                let wanting: Vec<usize> = body.as_bytes().chunks(chunk).enumerate().filter_map(|(i, piece)| {
+                    let wants = !dry.wanted(piece.len()).is_empty();
+                    dry.feed_part(piece.len(), 0, Cow::Borrowed(piece));
+                    wants.then_some(i)
+                }).collect();
+                let shorted = wanting[which % wanting.len()];
+                let mut m = new_meter();
+                for (i, piece) in body.as_bytes().chunks(chunk).enumerate() {
+                    let wanted = m.wanted(piece.len());
+                    // The last bytes wanted of one chunk are not read.
+                    let end = if i == shorted {
+                        wanted.end.saturating_sub(short).max(wanted.start)
+                    } else {
+                        wanted.end
+                    };
+                    m.feed_part(piece.len(), wanted.start, Cow::Borrowed(&piece[wanted.start..end]));
+                }
+                prop_assert_eq!(m.finish(), Metered::Malformed);
+            }
+
             #[test]
             fn as_if_read_whole(body in body(), head in 80usize..400, chunk in 1usize..300) {
                 // Its usage follows the content, within the kept tail (what
@@ -784,6 +946,21 @@ mod tests {
                     want
                 );
             }
+            // Its length declared: only its head and its tail are read.
+            let mut read = 0;
+            let mut m = ResponseMeter::new(BodyKind::Json);
+            m.declare_len(body.len() as u64);
+            for piece in body.as_bytes().chunks(16 * 1024) {
+                let wanted = m.wanted(piece.len());
+                read += wanted.len();
+                m.feed_part(
+                    piece.len(),
+                    wanted.start,
+                    Cow::Borrowed(&piece[wanted.clone()]),
+                );
+            }
+            assert_eq!(m.finish(), want);
+            assert_eq!(read, JSON_HEAD + JSON_TAIL);
             // Cut before its end: the usage at its end is not read.
             let cut = &body.as_bytes()[..body.len() - 1];
             assert_eq!(

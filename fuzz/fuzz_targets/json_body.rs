@@ -2,7 +2,9 @@
 //! JSON bodies (long ones' ends read backward too) and usage objects:
 //! never a panic, usage parts never exceed
 //! totals, a usage object is read as its reference reading (a parsed
-//! tree) reads it, and so are a whole object's members read backward.
+//! tree) reads it, and so are a whole object's members read backward; a
+//! body of a declared length reads the same when only what the meter wants
+//! of each chunk is read.
 use costguard::json_tail::last_members;
 use costguard::meter::{BodyKind, Metered, ResponseMeter};
 use costguard::usage::{reference, Usage};
@@ -53,5 +55,23 @@ fuzz_target!(|data: &[u8]| {
         if let Metered::Usage { usage, .. } = metered {
             assert!(usage.cached_input_total() <= usage.input_total());
         }
+    }
+    // Its length declared: reading of each chunk only what the meter wants
+    // reads it as reading every byte does; a wrong length is never priced
+    // once the tail is read.
+    let declared = |len: u64, wanted_only: bool| {
+        let mut meter = ResponseMeter::json_with_window(24, 48);
+        meter.declare_len(len);
+        for chunk in common::chunks(body, sizes) {
+            let part = if wanted_only { meter.wanted(chunk.len()) } else { 0..chunk.len() };
+            let start = part.start;
+            meter.feed_part(chunk.len(), start, chunk[part].into());
+        }
+        meter.finish()
+    };
+    let len = body.len() as u64;
+    assert_eq!(declared(len, true), declared(len, false));
+    if body.len() > 24 {
+        assert_eq!(declared(len + 1, true), Metered::Malformed);
     }
 });

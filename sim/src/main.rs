@@ -18,6 +18,7 @@
 //! - `x-sim-status`: answer with this status and an OpenAI error body.
 //! - `x-sim-body`: `truncated` | `garbage` | `no-usage` (malformed answers).
 //! - `x-sim-pad-bytes`: make the generated content this many bytes long.
+//! - `x-sim-framing`: `chunked` sends a JSON body chunked, without `content-length`.
 //! - `x-sim-chunks`: number of content chunks in a stream (default 3).
 //! - `x-sim-delay-ms`: pause before each stream chunk.
 //! - `x-sim-reset`: `mid-stream` (drop the connection after the first chunk)
@@ -317,12 +318,20 @@ fn api_call(
         "garbage" => bytes = b"<html>upstream exploded</html>".to_vec(),
         _ => {}
     }
-    Response {
-        status: 200,
-        content_type: "application/json",
-        body: bytes,
+    if req.header("x-sim-framing") == Some("chunked") {
+        http::write_stream_head(stream, 200, "application/json")?;
+        for piece in bytes.chunks(64 * 1024) {
+            http::write_chunk(stream, piece)?;
+        }
+        http::write_chunk(stream, b"")?;
+    } else {
+        Response {
+            status: 200,
+            content_type: "application/json",
+            body: bytes,
+        }
+        .write(stream)?;
     }
-    .write(stream)?;
     if malformed.is_empty() {
         tally.record_usage(&model, &usage);
     }

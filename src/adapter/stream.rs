@@ -40,10 +40,15 @@ fn send_reply(reply: &LocalReply) {
 
 /// The body bytes this callback has (none when the host cannot give them: logged).
 fn read_body(buffer: Buffer, body_size: usize) -> Vec<u8> {
-    if body_size == 0 {
+    read_body_part(buffer, 0..body_size)
+}
+
+/// Bytes `part` of the body chunk: no host call for none.
+fn read_body_part(buffer: Buffer, part: std::ops::Range<usize>) -> Vec<u8> {
+    if part.is_empty() {
         return Vec::new();
     }
-    host::get_buffer(buffer, 0, body_size).unwrap_or_else(|e| {
+    host::get_buffer(buffer, part.start, part.len()).unwrap_or_else(|e| {
         log::warn!("cannot read a body ({buffer:?}, status {})", e.0);
         Vec::new()
     })
@@ -258,11 +263,14 @@ impl HttpContext for Stream {
         if !self.exchange.reads_response_body() {
             return Action::Continue;
         }
-        let chunk = read_body(Buffer::HttpResponseBody, body_size);
+        // A long JSON body's middle is not read at all when its length is known.
+        let wanted = self.exchange.response_body_wanted(body_size);
+        let at = wanted.start;
+        let part = read_body_part(Buffer::HttpResponseBody, wanted);
         let shared = Rc::clone(&self.shared);
         let mut env = shared.env();
         self.exchange
-            .on_response_body(&mut env, chunk, end_of_stream);
+            .on_response_body_part(&mut env, body_size, at, part.into(), end_of_stream);
         Action::Continue
     }
 

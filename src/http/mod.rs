@@ -45,6 +45,7 @@ use crate::store::Seen;
 use budgets::AppliedRule;
 use estimate::{RequestFacts, RequestReader};
 use std::borrow::Cow;
+use std::ops::Range;
 
 /// Response headers costguard adds.
 pub const HEADER_SESSION_ID: &str = "x-costguard-session-id";
@@ -775,7 +776,18 @@ impl HttpExchange {
             headers.get_str("content-encoding"),
         );
         match plan {
-            ResponsePlan::Meter(kind) => self.meter = Some(ResponseMeter::new(kind)),
+            ResponsePlan::Meter(kind) => {
+                let mut meter = ResponseMeter::new(kind);
+                // A metered body is not encoded: this is its length. (One
+                // that ends at another is not priced, and is counted.)
+                if let Some(len) = headers
+                    .get_str("content-length")
+                    .and_then(|l| l.parse::<u64>().ok())
+                {
+                    meter.declare_len(len);
+                }
+                self.meter = Some(meter);
+            }
             ResponsePlan::Unreadable => self.unreadable = true,
             ResponsePlan::Ignore => {}
         }
@@ -789,6 +801,16 @@ impl HttpExchange {
         self.meter.is_some() && !self.settled
     }
 
+    /// Which bytes of the next response body chunk, `chunk_len` long, must
+    /// be read (none once nothing is metered): a long JSON body of a
+    /// declared length is read only at its head and its tail.
+    pub fn response_body_wanted(&self, chunk_len: usize) -> Range<usize> {
+        match &self.meter {
+            Some(meter) if !self.settled => meter.wanted(chunk_len),
+            _ => 0..0,
+        }
+    }
+
     /// A response body chunk (owned: a long JSON body's tail is kept without a copy).
     pub fn on_response_body<'c>(
         &mut self,
@@ -796,8 +818,22 @@ impl HttpExchange {
         chunk: impl Into<Cow<'c, [u8]>>,
         end_of_stream: bool,
     ) {
+        let chunk = chunk.into();
+        self.on_response_body_part(env, chunk.len(), 0, chunk, end_of_stream);
+    }
+
+    /// A response body chunk, `chunk_len` long, of which `part` was read
+    /// from byte `at` on ([`Self::response_body_wanted`]).
+    pub fn on_response_body_part(
+        &mut self,
+        env: &mut dyn HttpEnv,
+        chunk_len: usize,
+        at: usize,
+        part: Cow<'_, [u8]>,
+        end_of_stream: bool,
+    ) {
         if let Some(meter) = &mut self.meter {
-            meter.feed_chunk(chunk.into());
+            meter.feed_part(chunk_len, at, part);
         }
         if end_of_stream {
             self.settle(env, true);

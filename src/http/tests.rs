@@ -659,3 +659,40 @@ fn a_long_json_body_is_priced_when_it_ends() {
         assert_eq!(env.count(&Event::UsageParseError), 1 - priced, "{name}");
     }
 }
+
+#[test]
+fn a_long_json_body_of_a_declared_length_is_read_at_its_ends() {
+    let long = chat_body(150).replacen(
+        "\"choices\":[]",
+        &format!("\"choices\":[{{\"text\":\"{}\"}}]", "a".repeat(300_000)),
+        1,
+    );
+    // Its content-length, then one that is not its length.
+    for (declared, priced) in [(long.len(), 1), (long.len() + 10, 0)] {
+        let mut env = FakeEnv::new(CONFIG);
+        let mut ex = HttpExchange::new();
+        admit(&mut env, &mut ex, &chat_request(Some("long")));
+        let length = declared.to_string();
+        let response = headers(&[
+            (":status", "200"),
+            ("content-type", "application/json"),
+            ("content-length", &length),
+        ]);
+        ex.on_response_headers(&mut env, &response, false);
+        let mut read = 0;
+        let chunks: Vec<&[u8]> = long.as_bytes().chunks(16 * 1024).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let wanted = ex.response_body_wanted(chunk.len());
+            read += wanted.len();
+            let part = chunk.get(wanted.clone()).unwrap_or_default();
+            let last = i + 1 == chunks.len();
+            ex.on_response_body_part(&mut env, chunk.len(), wanted.start, part.into(), last);
+        }
+        ex.on_end(&mut env);
+        assert_eq!(env.priced().len(), priced, "declared {declared}");
+        assert_eq!(env.count(&Event::UsageParseError), 1 - priced);
+        // Its first 64 KiB and the 64 KiB before its declared end.
+        let tail_read = crate::meter::JSON_TAIL - (declared - long.len());
+        assert_eq!(read, crate::meter::JSON_HEAD + tail_read);
+    }
+}

@@ -125,16 +125,17 @@ def test_hundred_megabyte_body(envoy):
     assert_recovered(envoy, d, 1_000_000)
 
 
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
 @pytest.mark.parametrize("body, counted_in", [("truncated", "costguard.usage.parse_errors"),
                                                ("no-usage", "costguard.usage.missing")])
-def test_long_json_body_without_usage_at_its_end(envoy, body, counted_in):
+def test_long_json_body_without_usage_at_its_end(envoy, body, counted_in, framing):
     """A JSON body longer than the 64 KiB costguard scans is priced from its
     end, read backward: one cut inside its content (a shorter body: still
     200), or one without usage, is counted as such and costs nothing."""
     d = StatDelta(envoy)
     r = requests.post(f"{envoy.url}/v1/chat/completions", timeout=60,
                       headers={"x-sim-pad-bytes": str(300_000), "x-sim-usage": json.dumps(CHAT_DOLLAR),
-                               "x-sim-body": body},
+                               "x-sim-body": body, "x-sim-framing": framing},
                       json={"model": "gpt-5", "messages": []})
     assert r.status_code == 200 and len(r.content) > 100_000
     d.wait(counted_in, 1)

@@ -129,12 +129,16 @@ def test_error_responses_cost_nothing(builtin_envoy):
     assert d.get("costguard.usage.parse_errors") == 0
 
 
-def test_eight_mib_body_priced_and_intact(builtin_envoy, sim):
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_eight_mib_body_priced_and_intact(builtin_envoy, sim, framing):
+    """Of a long body with a content-length costguard reads only the head and
+    the tail; of a chunked one every chunk: priced the same, passed intact."""
     d = StatDelta(builtin_envoy)
-    headers = {"x-sim-pad-bytes": str(8 * 1024 * 1024), "x-sim-usage": json.dumps(
+    headers = {"x-sim-pad-bytes": str(8 * 1024 * 1024), "x-sim-framing": framing, "x-sim-usage": json.dumps(
         {"prompt_tokens": 1_000_000, "completion_tokens": 2_000_000})}
     r = chat(builtin_envoy, model="gpt-4.1-mini", headers=headers)
     assert r.status_code == 200
+    assert ("content-length" in r.headers) == (framing == "content-length")
     content = r.json()["choices"][0]["message"]["content"]
     assert len(content.encode()) == 8 * 1024 * 1024
     # $0.40 + 2 × $1.60.
