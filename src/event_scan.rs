@@ -24,6 +24,7 @@
 //! captured and what counts as malformed are exactly what scanning every
 //! byte gives (tested against it, and fuzzed).
 
+use crate::common_prefix::common_prefix_len;
 use crate::json_scan::{
     ends_literal, in_literal, starts_literal, JsonScanner, PathSpec, ScanError,
 };
@@ -34,27 +35,6 @@ const HEAD_CAP: usize = 512;
 /// A copy is taken again only when the shared prefix grew by this many
 /// bytes: a copy costs about what scanning a few dozen bytes does.
 const RECOPY_GAIN: usize = 32;
-
-/// How many first bytes `a` and `b` share, compared eight at a time: the
-/// first differing word's lowest set bit of `x ^ y` names the byte.
-fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
-    let mut same = 0;
-    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        let (Ok(x), Ok(y)) = (<[u8; 8]>::try_from(x), <[u8; 8]>::try_from(y)) else {
-            break;
-        };
-        let diff = u64::from_le_bytes(x) ^ u64::from_le_bytes(y);
-        if diff != 0 {
-            return same + (diff.trailing_zeros() / 8) as usize;
-        }
-        same += 8;
-    }
-    let tail = a.get(same..).unwrap_or(&[]).iter();
-    same + tail
-        .zip(b.get(same..).unwrap_or(&[]))
-        .take_while(|(x, y)| x == y)
-        .count()
-}
 
 /// Where a string's text that is not escaped at its start ends: at its
 /// closing quote, if no backslash comes before it.

@@ -6,6 +6,7 @@
 
 pub mod budget;
 pub mod catalog;
+pub mod common_prefix;
 pub mod config;
 pub mod event_scan;
 pub mod fleet;

@@ -187,24 +187,3 @@ fn an_event_that_differs_in_a_number_ends_as_the_reference() {
     // A string where the reference had a number: scanned.
     assert_eq!(next_event_of(&mut s, c), (Ok(()), Phase::Scanned));
 }
-
-proptest! {
-    /// Word-at-a-time comparison against byte by byte: one difference at any
-    /// place, and any two lengths.
-    #[test]
-    fn common_prefix_len_is_the_bytewise_one(
-        a in proptest::collection::vec(0u8..4, 0..40),
-        cut in 0usize..40,
-        flip in 1u8..=255,
-        b_len in 0usize..40,
-    ) {
-        let mut b = a.clone();
-        if let Some(byte) = b.get_mut(cut) {
-            *byte ^= flip;
-        }
-        b.truncate(b_len);
-        let bytewise = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
-        prop_assert_eq!(common_prefix_len(&a, &b), bytewise);
-        prop_assert_eq!(common_prefix_len(&b, &a), bytewise);
-    }
-}
