@@ -61,6 +61,9 @@ pub struct EventScanner {
     /// The scanner's state at the end of `reference`, before `finish`, when
     /// `reference` is the whole event.
     reference_end: Option<JsonScanner>,
+    /// For each of `reference_end`'s plain values: its text holds a
+    /// backslash (found once per reference, not once per event).
+    reference_escapes: Vec<bool>,
     /// This event's first bytes (up to [`HEAD_CAP`]).
     head: Vec<u8>,
     phase: Phase,
@@ -94,6 +97,7 @@ impl EventScanner {
             copy: None,
             reference: Vec::with_capacity(HEAD_CAP),
             reference_end: None,
+            reference_escapes: Vec::new(),
             head: Vec::with_capacity(HEAD_CAP),
             phase: Phase::Holding,
             scanner_is_reference_end: false,
@@ -199,10 +203,7 @@ impl EventScanner {
             } else {
                 // No escape in the reference's text: the shared bytes leave
                 // no escape pending.
-                if reference
-                    .get(from..to)
-                    .is_none_or(|text| text.contains(&b'\\'))
-                {
+                if self.reference_escapes.get(next_value) != Some(&false) {
                     return false;
                 }
                 match plain_string_end(rest) {
@@ -240,6 +241,17 @@ impl EventScanner {
                     Some(end) => end.clone_from(&self.scanner),
                     None => self.reference_end = Some(self.scanner.clone()),
                 }
+                // `head` is the next reference.
+                let head = &self.head;
+                self.reference_escapes.clear();
+                self.reference_escapes
+                    .extend(self.scanner.plain_values().iter().map(|value| {
+                        let text = usize::try_from(value.from)
+                            .ok()
+                            .zip(usize::try_from(value.to).ok())
+                            .and_then(|(from, to)| head.get(from..to));
+                        text.is_none_or(|text| text.contains(&b'\\'))
+                    }));
                 self.scanner_is_reference_end = true;
                 self.phase = Phase::Scanned;
             }
