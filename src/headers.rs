@@ -46,6 +46,12 @@ impl HeaderPairs {
     pub fn get_str(&self, name: &str) -> Option<&str> {
         self.get(name).and_then(|v| std::str::from_utf8(v).ok())
     }
+
+    /// The `content-length` a message declares, if it is one number.
+    pub fn content_length(&self) -> Option<u64> {
+        self.get_str("content-length")
+            .and_then(|l| l.trim().parse::<u64>().ok())
+    }
 }
 
 /// Serialises pairs the same way (for tests and local replies).

@@ -377,9 +377,7 @@ impl HttpExchange {
                 }
             } else {
                 self.reader = Some(RequestReader::new());
-                self.request_length = headers
-                    .get_str("content-length")
-                    .and_then(|l| l.trim().parse::<u64>().ok());
+                self.request_length = headers.content_length();
             }
         }
         remove.accept_encoding = headers.get("accept-encoding").is_some();
@@ -388,8 +386,8 @@ impl HttpExchange {
             && !end_of_stream;
         if wants_rewrite {
             let length = headers
-                .get_str("content-length")
-                .and_then(|l| l.trim().parse::<usize>().ok());
+                .content_length()
+                .and_then(|l| usize::try_from(l).ok());
             if length.is_none_or(|l| l <= MAX_REWRITE_BODY) {
                 // A rewritten body has another length, and the headers go
                 // upstream before the body is read (pausing the headers stops
@@ -780,10 +778,7 @@ impl HttpExchange {
                 let mut meter = ResponseMeter::new(kind);
                 // A metered body is not encoded: this is its length. (One
                 // that ends at another is not priced, and is counted.)
-                if let Some(len) = headers
-                    .get_str("content-length")
-                    .and_then(|l| l.parse::<u64>().ok())
-                {
+                if let Some(len) = headers.content_length() {
                     meter.declare_len(len);
                 }
                 self.meter = Some(meter);
