@@ -264,6 +264,16 @@ struct ChunkPlan {
     keep_from: usize,
 }
 
+impl ChunkPlan {
+    fn wanted(&self, chunk_len: usize) -> Range<usize> {
+        match (self.scanned > 0, self.keep_from < chunk_len) {
+            (true, true) => 0..chunk_len,
+            (true, false) => 0..self.scanned,
+            (false, _) => self.keep_from..chunk_len,
+        }
+    }
+}
+
 impl JsonBody {
     fn plan(&self, chunk_len: usize) -> ChunkPlan {
         let scanned = self.head.saturating_sub(self.len).min(chunk_len);
@@ -282,19 +292,14 @@ impl JsonBody {
     /// The bytes of the next chunk that must be read: one range, so a chunk
     /// whose head and tail are both needed is read whole.
     fn wanted(&self, chunk_len: usize) -> Range<usize> {
-        let ChunkPlan { scanned, keep_from } = self.plan(chunk_len);
-        match (scanned > 0, keep_from < chunk_len) {
-            (true, true) => 0..chunk_len,
-            (true, false) => 0..scanned,
-            (false, _) => keep_from..chunk_len,
-        }
+        self.plan(chunk_len).wanted(chunk_len)
     }
 
     /// The next chunk, `chunk_len` bytes long, of which `part` (from byte
     /// `at` on) was read.
     fn feed(&mut self, chunk_len: usize, at: usize, part: Cow<'_, [u8]>) {
         let plan = self.plan(chunk_len);
-        let wanted = self.wanted(chunk_len);
+        let wanted = plan.wanted(chunk_len);
         let read_end = at.saturating_add(part.len());
         if !wanted.is_empty() && (at > wanted.start || read_end < wanted.end)
             || read_end > chunk_len
@@ -315,11 +320,6 @@ impl JsonBody {
         if plan.keep_from == chunk_len {
             return;
         }
-        if plan.keep_from + self.tail <= chunk_len {
-            // This chunk alone holds the tail.
-            self.kept.clear();
-            self.kept_len = 0;
-        }
         let skip = plan.keep_from - at;
         // An owned chunk needed whole is kept as it came; of any other only
         // the part needed is copied (a large chunk's buffer is not held).
@@ -329,6 +329,8 @@ impl JsonBody {
         };
         self.kept_len += piece.len();
         self.kept.push_back(piece);
+        // Earlier chunks go once the later ones hold the tail (all of them
+        // when this chunk alone does).
         while let Some(front) = self.kept.front() {
             if self.kept_len - front.len() < self.tail {
                 break;
