@@ -36,14 +36,8 @@ fn common_prefix_bytewise(a: &[u8], b: &[u8]) -> usize {
 /// Bit `i`: `x[i] != y[i]`.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 fn differing_bytes(x: &[u8; LANE], y: &[u8; LANE]) -> u16 {
-    use core::arch::wasm32::{u8x16, u8x16_bitmask, u8x16_eq};
-    let load = |l: &[u8; LANE]| {
-        let [b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15] = *l;
-        // Compiles to one unaligned vector load.
-        u8x16(
-            b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15,
-        )
-    };
+    use crate::wasm_lane::load;
+    use core::arch::wasm32::{u8x16_bitmask, u8x16_eq};
     !u8x16_bitmask(u8x16_eq(load(x), load(y)))
 }
 

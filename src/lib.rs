@@ -24,6 +24,8 @@ pub mod store;
 pub mod string_end;
 pub mod usage;
 pub mod utf8;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm_lane;
 pub mod ws;
 
 #[cfg(target_arch = "wasm32")]

@@ -103,15 +103,11 @@ fn escaped_positions(backslashes: u64, first_escaped: bool) -> (u64, bool) {
 /// Bit `i` of each: `block[i]` is a quote; `block[i]` is a backslash.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 fn masks(block: &[u8; BLOCK]) -> (u64, u64) {
-    use core::arch::wasm32::{u8x16, u8x16_bitmask, u8x16_eq, u8x16_splat};
+    use core::arch::wasm32::{u8x16_bitmask, u8x16_eq, u8x16_splat};
     let (lanes, _) = block.as_chunks::<16>();
     let (mut quotes, mut backslashes) = (0u64, 0u64);
     for (i, lane) in lanes.iter().enumerate() {
-        let [b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15] = *lane;
-        // Compiles to one unaligned vector load.
-        let v = u8x16(
-            b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15,
-        );
+        let v = crate::wasm_lane::load(lane);
         quotes |= u64::from(u8x16_bitmask(u8x16_eq(v, u8x16_splat(b'"')))) << (16 * i);
         backslashes |= u64::from(u8x16_bitmask(u8x16_eq(v, u8x16_splat(b'\\')))) << (16 * i);
     }

@@ -94,16 +94,7 @@ fn is_ascii_block(block: &[u8; 64]) -> bool {
     let (lanes, _) = block.as_chunks::<16>();
     let any = lanes.iter().fold(
         u8x16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-        |any: v128, lane| {
-            let [b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15] = *lane;
-            // Compiles to one unaligned vector load.
-            v128_or(
-                any,
-                u8x16(
-                    b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15,
-                ),
-            )
-        },
+        |any: v128, lane| v128_or(any, crate::wasm_lane::load(lane)),
     );
     u8x16_bitmask(any) == 0
 }
