@@ -70,6 +70,10 @@ pub struct EventScanner {
     /// `scanner` is `reference_end`, or was before `finish` (its offsets
     /// possibly moved): reusing it needs no whole copy.
     scanner_is_reference_end: bool,
+    /// What finishing `reference_end` said, while `scanner` is that end
+    /// finished with its offsets unmoved: an event that reuses it again
+    /// needs nothing done.
+    reference_finished: Option<Result<(), ScanError>>,
     /// Offset changes of the event being ended as the reference (reused).
     shifts: Vec<(u64, i64)>,
     /// `shifts` are not yet applied to `scanner`: only [`Self::scanner`]
@@ -101,6 +105,7 @@ impl EventScanner {
             head: Vec::with_capacity(HEAD_CAP),
             phase: Phase::Holding,
             scanner_is_reference_end: false,
+            reference_finished: None,
             shifts: Vec::new(),
             shifts_pending: false,
         }
@@ -127,6 +132,7 @@ impl EventScanner {
     /// copy that is valid for this event.
     fn scan_held(&mut self) {
         self.scanner_is_reference_end = false;
+        self.reference_finished = None;
         self.shifts_pending = false;
         let shared = common_prefix_len(&self.head, &self.reference);
         let from = match &self.copy {
@@ -155,12 +161,12 @@ impl EventScanner {
     /// without quotes or backslashes there, literals — so that both end each
     /// such value in the same state: then `shifts` holds how the event's
     /// offsets moved.
-    fn differs_in_plain_text_only(&mut self) -> bool {
+    fn differs_in_plain_text_only(&mut self, event: &[u8]) -> bool {
         self.shifts.clear();
         let Some(end) = &self.reference_end else {
             return false;
         };
-        let (event, reference) = (self.head.as_slice(), self.reference.as_slice());
+        let reference = self.reference.as_slice();
         let values = end.plain_values();
         let (mut at, mut at_ref, mut next_value) = (0, 0, 0);
         loop {
@@ -222,41 +228,84 @@ impl EventScanner {
     /// captures are read from [`Self::scanner`] until [`Self::next_event`].
     pub fn finish(&mut self) -> Result<(), ScanError> {
         if self.phase == Phase::Holding {
-            if self.differs_in_plain_text_only() {
-                if let Some(end) = &self.reference_end {
-                    if self.scanner_is_reference_end {
-                        self.scanner.unfinish(end);
-                    } else {
-                        self.scanner.clone_from(end);
-                    }
-                }
-                self.scanner_is_reference_end = true;
-                // Finishing reads no offset that a shift moves (a literal
-                // ended by the document's end is never a reusable value).
-                self.shifts_pending = true;
-                self.phase = Phase::Reused;
-            } else {
-                self.scan_held();
-                match &mut self.reference_end {
-                    Some(end) => end.clone_from(&self.scanner),
-                    None => self.reference_end = Some(self.scanner.clone()),
-                }
-                // `head` is the next reference.
-                let head = &self.head;
-                self.reference_escapes.clear();
-                self.reference_escapes
-                    .extend(self.scanner.plain_values().iter().map(|value| {
-                        let text = usize::try_from(value.from)
-                            .ok()
-                            .zip(usize::try_from(value.to).ok())
-                            .and_then(|(from, to)| head.get(from..to));
-                        text.is_none_or(|text| text.contains(&b'\\'))
-                    }));
-                self.scanner_is_reference_end = true;
-                self.phase = Phase::Scanned;
-            }
+            let head = std::mem::take(&mut self.head);
+            let reused = self.differs_in_plain_text_only(&head);
+            self.head = head;
+            return self.end_held(reused);
         }
         self.scanner.finish()
+    }
+
+    /// [`Self::feed`] of a whole event, then [`Self::finish`]; an event
+    /// that ends as the reference did is compared in place, not copied.
+    pub fn finish_whole(&mut self, event: &[u8]) -> Result<(), ScanError> {
+        if self.phase == Phase::Holding && self.head.is_empty() && event.len() <= HEAD_CAP {
+            let reused = self.differs_in_plain_text_only(event);
+            if !reused {
+                self.head.extend_from_slice(event);
+            }
+            return self.end_held(reused);
+        }
+        self.feed(event);
+        self.finish()
+    }
+
+    /// Ends the held event: as the reference did (`reused`), or scanned as
+    /// the next reference.
+    fn end_held(&mut self, reused: bool) -> Result<(), ScanError> {
+        if reused {
+            self.reuse_reference();
+            if let Some(result) = self.reference_finished {
+                return result;
+            }
+        } else {
+            self.scan_held_as_reference();
+        }
+        let result = self.scanner.finish();
+        self.reference_finished = Some(result);
+        result
+    }
+
+    /// The held event ends as the reference did: its end state is taken.
+    fn reuse_reference(&mut self) {
+        // A scanner that is the reference's end finished, its offsets where
+        // they were, is already what this event leaves.
+        if self.reference_finished.is_none() {
+            if let Some(end) = &self.reference_end {
+                if self.scanner_is_reference_end {
+                    self.scanner.unfinish(end);
+                } else {
+                    self.scanner.clone_from(end);
+                }
+            }
+        }
+        self.scanner_is_reference_end = true;
+        // Finishing reads no offset that a shift moves (a literal
+        // ended by the document's end is never a reusable value).
+        self.shifts_pending = true;
+        self.phase = Phase::Reused;
+    }
+
+    /// The held event is scanned, and becomes the next reference.
+    fn scan_held_as_reference(&mut self) {
+        self.scan_held();
+        match &mut self.reference_end {
+            Some(end) => end.clone_from(&self.scanner),
+            None => self.reference_end = Some(self.scanner.clone()),
+        }
+        // `head` is the next reference.
+        let head = &self.head;
+        self.reference_escapes.clear();
+        self.reference_escapes
+            .extend(self.scanner.plain_values().iter().map(|value| {
+                let text = usize::try_from(value.from)
+                    .ok()
+                    .zip(usize::try_from(value.to).ok())
+                    .and_then(|(from, to)| head.get(from..to));
+                text.is_none_or(|text| text.contains(&b'\\'))
+            }));
+        self.scanner_is_reference_end = true;
+        self.phase = Phase::Scanned;
     }
 
     /// Whether the event just finished ended as the reference did, unscanned:
@@ -270,6 +319,7 @@ impl EventScanner {
     pub fn scanner(&mut self) -> &JsonScanner {
         if std::mem::take(&mut self.shifts_pending) {
             self.scanner.shift_offsets(&self.shifts);
+            self.reference_finished = None;
         }
         &self.scanner
     }

@@ -186,26 +186,37 @@ impl EventSink for SseUsage {
             return;
         }
         let complete = self.scanner.finish().is_ok() && !end.oversized;
-        let outcome = match self.reference_outcome {
-            // Same captures, same end state (and a held event is never
-            // oversized): the same outcome, the model and tier already read.
-            Some(outcome) if self.scanner.ended_as_reference() && !end.oversized => outcome,
-            _ => {
-                let outcome = self.read_event(complete);
-                self.reference_outcome = Some(outcome);
-                outcome
-            }
-        };
-        self.scanner.next_event();
-        match outcome {
-            EventOutcome::Usage(u) => self.usage = Some(u),
-            EventOutcome::Malformed => self.malformed_events += 1,
-            EventOutcome::Nothing => {}
+        self.add_event(complete, end);
+    }
+
+    fn whole_event(&mut self, data: &[u8], end: EventEnd) {
+        if data.is_empty() || end.done_marker {
+            return;
         }
+        let complete = self.scanner.finish_whole(data).is_ok() && !end.oversized;
+        self.add_event(complete, end);
     }
 }
 
 impl SseUsage {
+    /// Adds what the event just finished says.
+    fn add_event(&mut self, complete: bool, end: EventEnd) {
+        // Same captures, same end state (and a held event is never
+        // oversized): the same outcome, the model and tier already read.
+        let reused =
+            self.reference_outcome.is_some() && self.scanner.ended_as_reference() && !end.oversized;
+        if !reused {
+            self.reference_outcome = Some(self.read_event(complete));
+        }
+        self.scanner.next_event();
+        // Matched in place: an outcome is not copied per event.
+        match &self.reference_outcome {
+            Some(EventOutcome::Usage(u)) => self.usage = Some(*u),
+            Some(EventOutcome::Malformed) => self.malformed_events += 1,
+            Some(EventOutcome::Nothing) | None => {}
+        }
+    }
+
     /// Reads what an event captured: its usage outcome; its model and tier
     /// are kept. Read without allocating in the usual case (the same model
     /// again, no usage, no type).

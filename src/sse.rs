@@ -26,6 +26,15 @@ pub trait EventSink {
     fn data(&mut self, bytes: &[u8]);
     /// The current event ended (it had at least one `data` line).
     fn end_event(&mut self, end: EventEnd);
+    /// A whole event at once, its data one line that arrived in one piece
+    /// (the usual event): the same as [`Self::data`] then
+    /// [`Self::end_event`], for a sink that can read it in place.
+    fn whole_event(&mut self, data: &[u8], end: EventEnd) {
+        if !data.is_empty() {
+            self.data(data);
+        }
+        self.end_event(end);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +118,12 @@ impl<S: EventSink> SseParser<S> {
                         .is_some_and(|rest| rest.starts_with(b"data:")) =>
                 {
                     i += b"data:".len();
+                    if self.data_lines == 0 {
+                        if let Some(taken) = self.whole_event(chunk.get(i..).unwrap_or(&[])) {
+                            i += taken;
+                            continue;
+                        }
+                    }
                     self.name_overflow = false;
                     self.name = *b"data";
                     self.name_len = 4;
@@ -182,6 +197,26 @@ impl<S: EventSink> SseParser<S> {
                 }
             }
         }
+    }
+
+    /// The usual event, whole in `rest` (what follows its `data:`): one data
+    /// line and a blank line, each ended by LF. Passes it to the sink in one
+    /// piece, as the general path would, and returns the bytes it took.
+    fn whole_event(&mut self, rest: &[u8]) -> Option<usize> {
+        let space = usize::from(rest.first() == Some(&b' '));
+        let value = rest.get(space..)?;
+        let len = memchr::memchr2(b'\r', b'\n', value)?;
+        if value.get(len..len + 2)? != b"\n\n" {
+            return None;
+        }
+        let data = value.get(..len)?;
+        let end = EventEnd {
+            done_marker: data == DONE,
+            oversized: len > self.data_cap,
+        };
+        self.sink
+            .whole_event(data.get(..self.data_cap).unwrap_or(data), end);
+        Some(space + len + 2)
     }
 
     /// The stream ended. An event without its terminating blank line is
@@ -314,6 +349,70 @@ mod tests {
         // Byte at a time.
         let all: Vec<usize> = (1..bytes.len()).collect();
         assert_eq!(parse_split(bytes, &all, 1 << 20), want);
+    }
+
+    /// Records how each event was handed over: whole, or in pieces.
+    #[derive(Default)]
+    struct HowHanded {
+        collect: Collect,
+        whole: Vec<bool>,
+    }
+    impl EventSink for HowHanded {
+        fn data(&mut self, bytes: &[u8]) {
+            self.collect.data(bytes);
+        }
+        fn end_event(&mut self, end: EventEnd) {
+            self.collect.end_event(end);
+            self.whole.push(false);
+        }
+        fn whole_event(&mut self, data: &[u8], end: EventEnd) {
+            self.collect.data(data);
+            self.collect.end_event(end);
+            self.whole.push(true);
+        }
+    }
+
+    #[test]
+    fn the_usual_event_is_handed_over_whole_and_others_in_pieces() {
+        let stream = b"data: {\"a\":1}\n\nevent: x\ndata:{}\n\ndata: [DONE]\n\n\
+                       data: a\ndata: b\n\ndata: crlf\r\n\r\ndata: cut\n";
+        let rest = b"\ndata: \n\n";
+        let mut p = SseParser::new(HowHanded::default(), 1 << 20);
+        p.feed(stream);
+        p.feed(rest);
+        p.finish();
+        let events: Vec<_> = p
+            .sink
+            .collect
+            .events
+            .iter()
+            .map(|(d, _)| d.as_str())
+            .collect();
+        assert_eq!(
+            events,
+            ["{\"a\":1}", "{}", "[DONE]", "a\nb", "crlf", "cut", ""]
+        );
+        assert!(p.sink.collect.events[2].1.done_marker);
+        // Two data lines, CRLF line ends, a blank line in the next chunk:
+        // the general path.
+        assert_eq!(p.sink.whole, [true, true, true, false, false, false, true]);
+    }
+
+    #[test]
+    fn an_oversized_whole_event_is_cut_and_flagged() {
+        let mut p = SseParser::new(HowHanded::default(), 4);
+        p.feed(b"data: 0123456789\n\n");
+        assert_eq!(p.sink.whole, [true]);
+        assert_eq!(
+            p.sink.collect.events,
+            [(
+                "0123".to_string(),
+                EventEnd {
+                    done_marker: false,
+                    oversized: true
+                }
+            )]
+        );
     }
 
     #[test]

@@ -8,7 +8,19 @@ use crate::json_scan::Captured;
 use crate::meter::USAGE_PATHS;
 use proptest::prelude::*;
 
-fn event() -> impl Strategy<Value = Vec<u8>> {
+/// An event's parts: content, model, usage, finish reason, obfuscation,
+/// padding, sequence number; then how it is broken (4 and up: not) and where.
+type Parts = (
+    String,
+    &'static str,
+    String,
+    &'static str,
+    Option<String>,
+    usize,
+    String,
+);
+
+fn parts() -> impl Strategy<Value = (Parts, u8, prop::sample::Index)> {
     let content = prop_oneof![
         Just(String::new()),
         Just("token 1 ".to_string()),
@@ -44,26 +56,65 @@ fn event() -> impl Strategy<Value = Vec<u8>> {
         Just("x1".to_string()),
     ];
     let pad = prop_oneof![Just(0usize), Just(1), Just(600)];
-    let parts = (content, model, usage, finish, obfuscation, pad, sequence);
-    (parts, 0..7u8, any::<prop::sample::Index>()).prop_map(
-        |((content, model, usage, finish, obfuscation, pad, sequence), how, at)| {
-            let padding = "x".repeat(pad);
-            let obfuscation = obfuscation.map(|o| format!(r#","obfuscation":"{o}""#)).unwrap_or_default();
-            let mut doc = format!(
-                r#"{{"id":"chatcmpl-{padding}","object":"chat.completion.chunk","sequence_number":{sequence},"created":1700000000,"model":"{model}","choices":[{{"index":0,"delta":{{"content":"{content}"}},"finish_reason":{finish}}}],"usage":{usage}{obfuscation}}}"#
-            )
-            .into_bytes();
-            let i = at.index(doc.len());
-            match how {
-                0 => doc.truncate(i),
-                1 => doc[i] = b'}',
-                2 => doc = b"[DONE]".to_vec(),
-                3 => doc = [&b"null"[..], b"12", b" 7 ", b"\"a\""][at.index(4)].to_vec(),
-                _ => {}
-            }
-            doc
-        },
+    (
+        (content, model, usage, finish, obfuscation, pad, sequence),
+        0..7u8,
+        any::<prop::sample::Index>(),
     )
+}
+
+fn build(
+    (content, model, usage, finish, obfuscation, pad, sequence): &Parts,
+    how: u8,
+    at: prop::sample::Index,
+) -> Vec<u8> {
+    let padding = "x".repeat(*pad);
+    let obfuscation = obfuscation
+        .as_ref()
+        .map(|o| format!(r#","obfuscation":"{o}""#))
+        .unwrap_or_default();
+    let mut doc = format!(
+        r#"{{"id":"chatcmpl-{padding}","object":"chat.completion.chunk","sequence_number":{sequence},"created":1700000000,"model":"{model}","choices":[{{"index":0,"delta":{{"content":"{content}"}},"finish_reason":{finish}}}],"usage":{usage}{obfuscation}}}"#
+    )
+    .into_bytes();
+    let i = at.index(doc.len());
+    match how {
+        0 => doc.truncate(i),
+        1 => doc[i] = b'}',
+        2 => doc = b"[DONE]".to_vec(),
+        3 => doc = [&b"null"[..], b"12", b" 7 ", b"\"a\""][at.index(4)].to_vec(),
+        _ => {}
+    }
+    doc
+}
+
+/// A stream of events, most like the one before: the same but for what
+/// changes in a stream (content, obfuscation, sequence number), as a stream
+/// mostly is; the rest anything.
+fn stream() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    prop::collection::vec((parts(), any::<bool>()), 1..10).prop_map(|events| {
+        let mut last: Option<Parts> = None;
+        let mut out = Vec::new();
+        for ((mut parts, how, at), like_last) in events {
+            if let (true, Some(last)) = (like_last, &last) {
+                let (content, _, _, _, obfuscation, _, sequence) = parts;
+                parts = (
+                    content,
+                    last.1,
+                    last.2.clone(),
+                    last.3,
+                    obfuscation,
+                    last.5,
+                    sequence,
+                );
+                out.push(build(&parts, 4, at));
+            } else {
+                out.push(build(&parts, how, at));
+            }
+            last = Some(parts);
+        }
+        out
+    })
 }
 
 fn fed_in(doc: &[u8], cuts: &[prop::sample::Index]) -> Vec<Vec<u8>> {
@@ -82,24 +133,36 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
     #[test]
     fn every_event_scans_as_if_scanned_whole(
-        events in prop::collection::vec(
-            (event(), prop::collection::vec(any::<prop::sample::Index>(), 0..3)), 1..8),
+        (events, how_fed) in stream().prop_flat_map(|events| {
+            let n = events.len();
+            (Just(events), prop::collection::vec(
+                (prop::collection::vec(any::<prop::sample::Index>(), 0..3), any::<bool>(), any::<bool>()), n))
+        }),
     ) {
         let mut reusing = EventScanner::new(USAGE_PATHS, 64);
-        for (n, (doc, cuts)) in events.iter().enumerate() {
+        for (n, (doc, (cuts, in_one_piece, read))) in events.iter().zip(&how_fed).enumerate() {
             let mut whole = JsonScanner::new(USAGE_PATHS, 64);
             whole.feed(doc);
-            for part in fed_in(doc, cuts) {
-                reusing.feed(&part);
-            }
-            prop_assert_eq!(reusing.finish(), whole.finish(), "event {}", n);
-            for t in 0..USAGE_PATHS.len() {
-                prop_assert_eq!(reusing.scanner().captured(t), whole.captured(t), "event {} path {}", n, t);
-                prop_assert_eq!(
-                    reusing.scanner().captured_offset(t),
-                    whole.captured_offset(t),
-                    "event {} path {}", n, t
-                );
+            let ended = if *in_one_piece {
+                reusing.finish_whole(doc)
+            } else {
+                for part in fed_in(doc, cuts) {
+                    reusing.feed(&part);
+                }
+                reusing.finish()
+            };
+            prop_assert_eq!(ended, whole.finish(), "event {}", n);
+            // A stream reads nothing of most events: an event after one
+            // whose captures were not read must come out the same.
+            if *read {
+                for t in 0..USAGE_PATHS.len() {
+                    prop_assert_eq!(reusing.scanner().captured(t), whole.captured(t), "event {} path {}", n, t);
+                    prop_assert_eq!(
+                        reusing.scanner().captured_offset(t),
+                        whole.captured_offset(t),
+                        "event {} path {}", n, t
+                    );
+                }
             }
             reusing.next_event();
         }
