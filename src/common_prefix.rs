@@ -23,10 +23,23 @@ pub fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
         }
         same += LANE;
     }
-    same + common_prefix_bytewise(
-        a.get(same..).unwrap_or_default(),
-        b.get(same..).unwrap_or_default(),
-    )
+    if same == n {
+        return n;
+    }
+    // The last bytes as one lane ending at `n`, overlapping bytes already
+    // found equal (they set no bit): no byte-at-a-time tail.
+    let last = n.saturating_sub(LANE);
+    match (
+        a.get(last..).and_then(|x| <&[u8; LANE]>::try_from(x).ok()),
+        b.get(last..).and_then(|y| <&[u8; LANE]>::try_from(y).ok()),
+    ) {
+        (Some(x), Some(y)) => match differing_bytes(x, y) {
+            0 => n,
+            differing => last + differing.trailing_zeros() as usize,
+        },
+        // Shorter than a lane.
+        _ => common_prefix_bytewise(a, b),
+    }
 }
 
 fn common_prefix_bytewise(a: &[u8], b: &[u8]) -> usize {
