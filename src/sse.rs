@@ -130,6 +130,17 @@ impl<S: EventSink> SseParser<S> {
                     self.begin_data_line();
                     self.line = Line::DataValue { first: true };
                 }
+                // An `event:` line (the Responses API names every event):
+                // a field this parser ignores, skipped without reading its
+                // name byte by byte.
+                Line::Start
+                    if chunk
+                        .get(i..)
+                        .is_some_and(|rest| rest.starts_with(b"event:")) =>
+                {
+                    i += b"event:".len();
+                    self.line = Line::Skip;
+                }
                 Line::Start => {
                     i += 1;
                     match b {
@@ -396,6 +407,15 @@ mod tests {
         // Two data lines, CRLF line ends, a blank line in the next chunk:
         // the general path.
         assert_eq!(p.sink.whole, [true, true, true, false, false, false, true]);
+    }
+
+    #[test]
+    fn event_lines_are_skipped_however_they_arrive() {
+        let stream = b"event: a\ndata: 1\n\nevent: b\ndata: 2\n\nevent\ndata: 3\n\nevent:data: x\ndata: 4\n\n";
+        let want: Vec<_> = ["1", "2", "3", "4"].map(plain).to_vec();
+        for a in 0..=stream.len() {
+            assert_eq!(parse_split(stream, &[a], 64), want, "split at {a}");
+        }
     }
 
     #[test]
