@@ -15,6 +15,7 @@ usage: bench/run.py [--rounds N] [--seconds S] [--out BENCHMARKS.md] [--baseline
 """
 import argparse
 import json
+import operator
 import os
 import platform
 import statistics
@@ -155,6 +156,12 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
+def paired(results, wname, n, against, metric="rps", op=operator.truediv):
+    """`n` against `against` in one workload: each round's own ratio (or
+    `op`), then their median — a round's configurations run back to back."""
+    return median([op(x, y) for x, y in zip(results[(wname, n)][metric], results[(wname, against)][metric])])
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=3)
@@ -278,11 +285,8 @@ def render(results, rss, ready, a, instructions):
         "",
     ]
     for wname in [*WORKLOADS, WS_WORKLOAD]:
-        def paired(n, against, metric="rps", op=lambda x, y: x / y):
-            return median([op(x, y) for x, y in zip(results[(wname, n)][metric], results[(wname, against)][metric])])
-
-        def minus(x, y):
-            return x - y
+        def vs(n, against, metric="rps", op=operator.truediv):
+            return paired(results, wname, n, against, metric, op)
         note = ("Responses per second over 8 sessions (`ws-load`, each response 4 × 8 KB audio deltas "
                 "then a priced `response.done`); the single-connection column is one session.\n\n"
                 if wname == WS_WORKLOAD else "")
@@ -292,23 +296,23 @@ def render(results, rss, ready, a, instructions):
         for n in names:
             r = results[(wname, n)]
             lines.append(
-                f"| {n} | {median(r['rps']):.0f} | {paired(n, names[0]):.3f} | {paired(n, names[1]):.3f} | "
-                f"{paired(n, 'metering floor'):.3f} | {median(r['cpu_us']):.1f} | "
-                f"{paired(n, names[1], 'cpu_us', minus):+.1f} | {median(r['p50']):.0f} | "
+                f"| {n} | {median(r['rps']):.0f} | {vs(n, names[0]):.3f} | {vs(n, names[1]):.3f} | "
+                f"{vs(n, 'metering floor'):.3f} | {median(r['cpu_us']):.1f} | "
+                f"{vs(n, names[1], 'cpu_us', operator.sub):+.1f} | {median(r['p50']):.0f} | "
                 f"{median(r['p99']):.0f} | {median(r['p999']):.0f} | {median(r['p50_1c']):.0f} | "
-                f"{paired(n, names[1], 'p50_1c', minus):+.0f} | {rss[n] / 1024:.0f} MiB |")
+                f"{vs(n, names[1], 'p50_1c', operator.sub):+.0f} | {rss[n] / 1024:.0f} MiB |")
         lines.append("")
         if wname != WS_WORKLOAD:
             cg, sf = "costguard + sessions", "session floor"
-            lines += [f"costguard + sessions against the session floor: {paired(cg, sf):.3f}× "
-                      f"its req/s, {paired(cg, sf, 'cpu_us', minus):+.1f} µs of Envoy CPU per request; "
-                      f"the session floor itself at {paired(sf, names[1]):.3f}× the do-nothing filter's req/s.", ""]
+            lines += [f"costguard + sessions against the session floor: {vs(cg, sf):.3f}× "
+                      f"its req/s, {vs(cg, sf, 'cpu_us', operator.sub):+.1f} µs of Envoy CPU per request; "
+                      f"the session floor itself at {vs(sf, names[1]):.3f}× the do-nothing filter's req/s.", ""]
         if a.baseline_wasm:
             ratios = []
             for n in ("costguard", "costguard + sessions"):
                 old = f"{n} ({a.baseline_label})"
-                ratios.append(f"{n}: {paired(n, old):.3f}× the {a.baseline_label} build's req/s, "
-                              f"{paired(n, old, 'p50_1c', minus):+.0f} µs p50 @1 conn")
+                ratios.append(f"{n}: {vs(n, old):.3f}× the {a.baseline_label} build's req/s, "
+                              f"{vs(n, old, 'p50_1c', operator.sub):+.0f} µs p50 @1 conn")
             lines += ["This build against the baseline: " + "; ".join(ratios) + ".", ""]
     lines += instruction_table(instructions, a)
     lines += host_call_table(results, instructions)
@@ -390,8 +394,7 @@ def host_call_table(results, instructions):
     rounds; in instructions when callgrind ran), and every host call of a
     small request."""
     small = "small JSON"
-    floor = results[(small, "do-nothing Wasm")]
-    floor_cpu, floor_rps = median(floor["cpu_us"]), median(floor["rps"])
+    floor = "do-nothing Wasm"
     counted = bool(instructions) and all((small, f"probe {p}") in instructions for p in PROBES)
     cost, instr, gen = {}, {}, {}
     lines = ["## Host calls", "",
@@ -403,15 +406,14 @@ def host_call_table(results, instructions):
              (" k instructions per call | of them in generated code |" if counted else "") +
              " req/s × do-nothing at 20 calls |", "|---|---:|" + ("---:|---:|" if counted else "") + "---:|"]
     for probe, what in PROBES.items():
-        r = results[(small, f"probe {probe}")]
-        cost[probe] = (median(r["cpu_us"]) - floor_cpu) / PROBE_CALLS
+        cost[probe] = paired(results, small, f"probe {probe}", floor, "cpu_us", operator.sub) / PROBE_CALLS
         cells = [f"{cost[probe]:.2f}"]
         if counted:
             probed, floor_count = instructions[(small, f"probe {probe}")], instructions[(small, "do-nothing Wasm")]
             instr[probe] = (probed.total - floor_count.total) / PROBE_CALLS
             gen[probe] = (probed.generated - floor_count.generated) / PROBE_CALLS
             cells += [f"{instr[probe] / 1000:.1f}", f"{gen[probe] / 1000:.1f}"]
-        cells.append(f"{median(r['rps']) / floor_rps:.3f}")
+        cells.append(f"{paired(results, small, f'probe {probe}', floor):.3f}")
         lines.append(f"| {what} | " + " | ".join(cells) + " |")
     if counted:
         lines += ["", "A call that returns data costs Envoy far more than one that does not: it calls back into "
@@ -424,7 +426,7 @@ def host_call_table(results, instructions):
     session = sum(n for _, _, n, _ in SMALL_REQUEST_CALLS)
     plain_us = sum(n * cost[p] for p, n, _, _ in SMALL_REQUEST_CALLS)
     session_us = sum(n * cost[p] for p, _, n, _ in SMALL_REQUEST_CALLS)
-    measured = {n: median(results[(small, n)]["cpu_us"]) - floor_cpu
+    measured = {n: paired(results, small, n, floor, "cpu_us", operator.sub)
                 for n in ("costguard", "costguard + sessions")}
     lines += ["", "Every host call a small JSON Chat Completions request makes (no budget rules; a rule adds "
               "one shared-data read at admission and a CAS at the reservation and at the settlement), in order. "
