@@ -119,7 +119,7 @@ impl<S: EventSink> SseParser<S> {
                 {
                     i += b"data:".len();
                     if self.data_lines == 0 {
-                        if let Some(taken) = self.whole_event(chunk.get(i..).unwrap_or(&[])) {
+                        if let Some(taken) = self.take_whole_event(chunk.get(i..).unwrap_or(&[])) {
                             i += taken;
                             continue;
                         }
@@ -213,7 +213,7 @@ impl<S: EventSink> SseParser<S> {
     /// The usual event, whole in `rest` (what follows its `data:`): one data
     /// line and a blank line, each ended by LF. Passes it to the sink in one
     /// piece, as the general path would, and returns the bytes it took.
-    fn whole_event(&mut self, rest: &[u8]) -> Option<usize> {
+    fn take_whole_event(&mut self, rest: &[u8]) -> Option<usize> {
         let space = usize::from(rest.first() == Some(&b' '));
         let value = rest.get(space..)?;
         let len = memchr::memchr2(b'\r', b'\n', value)?;
