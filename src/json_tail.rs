@@ -85,6 +85,14 @@ pub fn last_members<'a, const N: usize>(
     }
 }
 
+/// The text of `key`'s value among the last members of the object whose end
+/// `text` is, when that value is a string written without escapes.
+pub fn last_plain_string<'a>(text: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let [value] = last_members(text, [key]).ok()?;
+    let inner = value?.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    (!inner.contains(&b'\\')).then_some(inner)
+}
+
 /// Which of `keys` a key (a JSON string, quotes included) is.
 fn wanted(key: &[u8], keys: &[&[u8]]) -> Option<usize> {
     let inner = key.get(1..key.len().saturating_sub(1)).unwrap_or_default();
@@ -195,6 +203,127 @@ mod tests {
     fn read(text: &str) -> Result<[Option<String>; 3], TailError> {
         last_members(text.as_bytes(), KEYS)
             .map(|found| found.map(|v| v.map(|v| String::from_utf8_lossy(v).into_owned())))
+    }
+
+    mod against_a_parser {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        const KEYS: [&[u8]; 3] = [b"type", b"usage", b"delta"];
+
+        /// Text meant to mislead a backward read: quotes, backslashes,
+        /// brackets and a whole member inside a string.
+        fn text() -> impl Strategy<Value = String> {
+            prop::collection::vec(
+                prop::sample::select(vec![
+                    "A",
+                    "\"",
+                    "\\",
+                    "\\\"",
+                    "{",
+                    "}",
+                    "[",
+                    ",",
+                    ":",
+                    " ",
+                    "\"type\":\"response.output_audio.delta\"}",
+                    "é",
+                ]),
+                0..8,
+            )
+            .prop_map(|parts| parts.concat())
+        }
+
+        fn value() -> impl Strategy<Value = serde_json::Value> {
+            use serde_json::Value;
+            let leaf = prop_oneof![
+                text().prop_map(Value::String),
+                any::<i32>().prop_map(Value::from),
+                any::<bool>().prop_map(Value::Bool),
+                Just(Value::Null),
+            ];
+            leaf.prop_recursive(3, 12, 3, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                    prop::collection::vec(
+                        (prop::sample::select(vec!["type", "usage", "x"]), inner),
+                        0..3
+                    )
+                    .prop_map(|m| Value::Object(
+                        m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                    )),
+                ]
+            })
+        }
+
+        /// An object with unique keys, written with whitespace between
+        /// tokens and sometimes a key or the type written with escapes.
+        fn object() -> impl Strategy<Value = Vec<u8>> {
+            let member = (
+                prop::sample::select(vec![
+                    "\"type\"",
+                    "\"usage\"",
+                    "\"delta\"",
+                    "\"ty\\u0070e\"",
+                    "\"b\\\"c\"",
+                ]),
+                prop_oneof![
+                    value().prop_map(|v| v.to_string()),
+                    prop::sample::select(vec![
+                        "\"response.output_audio.delta\"",
+                        "\"response.done\"",
+                        "\"response.output\\u005faudio.delta\""
+                    ])
+                    .prop_map(str::to_string),
+                ],
+                prop::sample::select(vec!["", " ", "\n\t"]),
+            );
+            prop::collection::vec(member, 0..5).prop_map(|members| {
+                let mut seen = Vec::new();
+                let mut out = String::from("{");
+                for (key, value, ws) in members {
+                    let name: String = serde_json::from_str(key).unwrap_or_default();
+                    if seen.contains(&name) {
+                        continue;
+                    }
+                    if !seen.is_empty() {
+                        out.push_str(ws);
+                        out.push(',');
+                    }
+                    seen.push(name);
+                    out.push_str(&format!("{ws}{key}{ws}:{ws}{value}{ws}"));
+                }
+                out.push('}');
+                out.into_bytes()
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+            /// Whatever part of its end the read gets, what it finds is the
+            /// object's own member (keys are unique here).
+            #[test]
+            fn members_read_from_any_end_are_the_objects_own(doc in object()) {
+                let parsed: serde_json::Value = serde_json::from_slice(&doc).unwrap_or_default();
+                prop_assert!(parsed.is_object(), "{}", String::from_utf8_lossy(&doc));
+                for from in 0..=doc.len() {
+                    let end = &doc[from..];
+                    if let Ok(found) = last_members(end, KEYS) {
+                        for (key, value) in KEYS.iter().zip(found) {
+                            if let Some(value) = value {
+                                let read: serde_json::Value = serde_json::from_slice(value).unwrap_or_default();
+                                let key = std::str::from_utf8(key).unwrap_or_default();
+                                prop_assert_eq!(Some(&read), parsed.get(key), "from {}", from);
+                            }
+                        }
+                    }
+                    if let Some(t) = last_plain_string(end, b"type") {
+                        let t = std::str::from_utf8(t).unwrap_or_default();
+                        prop_assert_eq!(parsed.get("type").and_then(|v| v.as_str()), Some(t), "from {}", from);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

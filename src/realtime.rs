@@ -13,6 +13,7 @@
 use crate::config::{FailMode, SessionConfig};
 use crate::http::budgets::AppliedRule;
 use crate::json_scan::JsonScanner;
+use crate::json_tail::last_plain_string;
 use crate::meter::{event_type, DocumentFacts, CAPTURE_CAP, USAGE_PATHS};
 use crate::money::{format_usd, Micros};
 use crate::usage::Usage;
@@ -35,6 +36,9 @@ pub const IDLE_RESET_GRACE_MS: u64 = 5_000;
 const READ_TYPES: [&str; 3] = ["response.done", "session.created", "session.updated"];
 /// A message's first bytes read for its type (doubling after each piece).
 const FIRST_TYPE_PROBE: usize = 128;
+/// A message's last bytes read backward for its type when its first bytes
+/// did not hold it.
+const LAST_TYPE_PROBE: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -260,9 +264,22 @@ impl MessageReader {
         };
         // Until the type is known, read in growing pieces: it comes first
         // in practice, so an audio delta (most of a session's bytes) is
-        // skipped after its first piece, not scanned to its end.
+        // skipped after its first piece, not scanned to its end. Where the
+        // message ends in this data, its type may be read from the end
+        // instead (after the first piece, if the message starts here too).
         let mut rest = data;
+        let starts_message = self.bytes == data.len() as u64;
+        let mut end_unread = h.fin && offset.saturating_add(data.len() as u64) == h.len;
         while !self.type_known && !rest.is_empty() {
+            if end_unread && !(starts_message && self.probe == FIRST_TYPE_PROBE) {
+                end_unread = false;
+                if type_written_last_is_skipped(data) {
+                    // Not read: what remains of the message is never searched.
+                    self.type_known = true;
+                    self.reading = false;
+                    break;
+                }
+            }
             let Some((piece, after)) = rest.split_at_checked(rest.len().min(self.probe)) else {
                 break;
             };
@@ -299,6 +316,18 @@ impl MessageReader {
             valid_utf8: self.utf8.is_valid(!self.oversized),
         })
     }
+}
+
+/// Whether the last members of a message (`end`: its last bytes) include a
+/// `type` that is not read — read backward, so an 8 KB audio delta whose
+/// type comes after its audio is skipped without searching the audio for
+/// its end. A type written with escapes is left to the forward read.
+fn type_written_last_is_skipped(end: &[u8]) -> bool {
+    let window = end
+        .get(end.len().saturating_sub(LAST_TYPE_PROBE)..)
+        .unwrap_or_default();
+    last_plain_string(window, b"type")
+        .is_some_and(|t| !READ_TYPES.iter().any(|r| r.as_bytes() == t))
 }
 
 pub struct RealtimeSession {
@@ -1144,6 +1173,59 @@ mod tests {
         let mut s = RealtimeSession::new("x".into(), "gpt-realtime".into(), 0);
         assert_eq!(feed_server(&mut s, &mut e, &frame, &[], 0), frame);
         assert!(e.notices.is_empty(), "{:?}", e.notices);
+    }
+
+    #[test]
+    fn a_type_written_last_is_read_from_the_end_of_a_whole_message() {
+        // Past the first probe, bytes that are not UTF-8, then the type.
+        // Read from the end where the chunk that ends the message holds the
+        // type, and skipped: the bytes between are never read. Otherwise
+        // read forward to the type.
+        let tail = |type_and_more: &str| {
+            let mut message = format!(r#"{{"delta":"{}"#, "A".repeat(4_000)).into_bytes();
+            message.extend_from_slice(b"\xff\xfe\",\"item_id\":\"i\",");
+            message.extend_from_slice(type_and_more.as_bytes());
+            message.push(b'}');
+            encode_frame(OP_TEXT, &message, None)
+        };
+        let read_through = |frame: &[u8], splits: &[usize]| {
+            let mut e = env("{}");
+            let mut s = RealtimeSession::new("x".into(), "gpt-realtime".into(), 0);
+            assert_eq!(feed_server(&mut s, &mut e, frame, splits, 0), frame);
+            // Audio is never a parse error, however it was read.
+            let audio = !frame.windows(7).any(|w| w == b"session");
+            assert!(!audio || e.notices.is_empty(), "{:?}", e.notices);
+            !s.reader.utf8.is_valid(false)
+        };
+        for skipped in [
+            r#""type":"response.output_audio.delta""#,
+            r#""type" : "response.output_audio.delta" , "event_id":"e" "#,
+        ] {
+            let frame = tail(skipped);
+            assert!(!read_through(&frame, &[]), "{skipped}");
+            assert!(!read_through(&frame, &[2_000]), "{skipped}");
+            assert!(!read_through(&frame, &[2_000, 3_000]), "{skipped}");
+            // The type's start is not in the last chunk.
+            assert!(read_through(&frame, &[frame.len() - 10]), "{skipped}");
+        }
+        // A type that is read, or one written with escapes: read forward.
+        for forward in [
+            r#""type":"session.updated""#,
+            r#""type":"response.output\u005faudio.delta""#,
+        ] {
+            assert!(read_through(&tail(forward), &[]), "{forward}");
+        }
+        // A response.done whose type comes last is priced, whole or split.
+        let late = text(&format!(
+            r#"{{"event_id":"{}","response":{{"usage":{{"input_tokens":1000,"output_tokens":0}}}},"type":"response.done"}}"#,
+            "e".repeat(300)
+        ));
+        for splits in [vec![], vec![200]] {
+            let mut e = env("{}");
+            let mut s = RealtimeSession::new("x".into(), "gpt-realtime".into(), 0);
+            feed_server(&mut s, &mut e, &late, &splits, 0);
+            assert!(s.spend > 0, "splits {splits:?}: {:?}", e.notices);
+        }
     }
 
     #[test]
