@@ -67,19 +67,28 @@ pub struct EventScanner {
     /// This event's first bytes (up to [`HEAD_CAP`]).
     head: Vec<u8>,
     phase: Phase,
-    /// `scanner` is `reference_end`, or was before `finish` (its offsets
-    /// possibly moved): reusing it needs no whole copy.
-    scanner_is_reference_end: bool,
-    /// What finishing `reference_end` said, while `scanner` is that end
-    /// finished with its offsets unmoved: an event that reuses it again
-    /// needs nothing done.
-    reference_finished: Option<Result<(), ScanError>>,
+    /// What `scanner` holds, as far as reusing the reference goes.
+    scanner_holds: ScannerHolds,
     /// Offset changes of the event being ended as the reference (reused).
     shifts: Vec<(u64, i64)>,
     /// `shifts` are not yet applied to `scanner`: only [`Self::scanner`]
     /// needs them (reusing the reference again or scanning resets every
     /// offset), and a stream reads nothing of an event that it reuses.
     shifts_pending: bool,
+}
+
+/// What the scanner holds, so that an event that ends as the reference did
+/// costs as little as it can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScannerHolds {
+    /// Another state: reusing the reference copies its end whole.
+    Other,
+    /// The reference's end, or that end finished (its offsets possibly
+    /// moved): reusing the reference undoes the finish.
+    ReferenceEnd,
+    /// The reference's end finished, offsets unmoved, and what finishing it
+    /// said: an event that reuses the reference needs nothing done.
+    FinishedReferenceEnd(Result<(), ScanError>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,8 +113,7 @@ impl EventScanner {
             reference_escapes: Vec::new(),
             head: Vec::with_capacity(HEAD_CAP),
             phase: Phase::Holding,
-            scanner_is_reference_end: false,
-            reference_finished: None,
+            scanner_holds: ScannerHolds::Other,
             shifts: Vec::new(),
             shifts_pending: false,
         }
@@ -131,8 +139,7 @@ impl EventScanner {
     /// what they share with the reference, else from the start; keeps a
     /// copy that is valid for this event.
     fn scan_held(&mut self) {
-        self.scanner_is_reference_end = false;
-        self.reference_finished = None;
+        self.scanner_holds = ScannerHolds::Other;
         self.shifts_pending = false;
         let shared = common_prefix_len(&self.head, &self.reference);
         let from = match &self.copy {
@@ -255,14 +262,14 @@ impl EventScanner {
     fn end_held(&mut self, reused: bool) -> Result<(), ScanError> {
         if reused {
             self.reuse_reference();
-            if let Some(result) = self.reference_finished {
+            if let ScannerHolds::FinishedReferenceEnd(result) = self.scanner_holds {
                 return result;
             }
         } else {
             self.scan_held_as_reference();
         }
         let result = self.scanner.finish();
-        self.reference_finished = Some(result);
+        self.scanner_holds = ScannerHolds::FinishedReferenceEnd(result);
         result
     }
 
@@ -270,16 +277,14 @@ impl EventScanner {
     fn reuse_reference(&mut self) {
         // A scanner that is the reference's end finished, its offsets where
         // they were, is already what this event leaves.
-        if self.reference_finished.is_none() {
-            if let Some(end) = &self.reference_end {
-                if self.scanner_is_reference_end {
-                    self.scanner.unfinish(end);
-                } else {
-                    self.scanner.clone_from(end);
-                }
+        match (self.scanner_holds, &self.reference_end) {
+            (ScannerHolds::FinishedReferenceEnd(_), _) | (_, None) => {}
+            (ScannerHolds::ReferenceEnd, Some(end)) => self.scanner.unfinish(end),
+            (ScannerHolds::Other, Some(end)) => {
+                self.scanner.clone_from(end);
+                self.scanner_holds = ScannerHolds::ReferenceEnd;
             }
         }
-        self.scanner_is_reference_end = true;
         // Finishing reads no offset that a shift moves (a literal
         // ended by the document's end is never a reusable value).
         self.shifts_pending = true;
@@ -304,7 +309,7 @@ impl EventScanner {
                     .and_then(|(from, to)| head.get(from..to));
                 text.is_none_or(|text| text.contains(&b'\\'))
             }));
-        self.scanner_is_reference_end = true;
+        self.scanner_holds = ScannerHolds::ReferenceEnd;
         self.phase = Phase::Scanned;
     }
 
@@ -319,7 +324,9 @@ impl EventScanner {
     pub fn scanner(&mut self) -> &JsonScanner {
         if std::mem::take(&mut self.shifts_pending) {
             self.scanner.shift_offsets(&self.shifts);
-            self.reference_finished = None;
+            if let ScannerHolds::FinishedReferenceEnd(_) = self.scanner_holds {
+                self.scanner_holds = ScannerHolds::ReferenceEnd;
+            }
         }
         &self.scanner
     }
