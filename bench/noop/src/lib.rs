@@ -56,6 +56,9 @@ enum Probe {
     SetProperty,
     /// `proxy_replace_header_map_value` on the response headers
     SetHeader,
+    /// `proxy_set_header_map_pairs`: the response's headers (read once) and
+    /// two more, written in one call (one write for costguard's two headers)
+    SetHeaderPairs,
     /// `proxy_remove_header_map_value` on the request headers
     RemoveHeader,
     /// Removing the request's `content-length` (once: the body then goes chunked)
@@ -111,6 +114,7 @@ impl RootContext for Root {
             Some("shared_cas") => Probe::SharedCas,
             Some("set_property") => Probe::SetProperty,
             Some("set_header") => Probe::SetHeader,
+            Some("set_header_pairs") => Probe::SetHeaderPairs,
             Some("remove_header") => Probe::RemoveHeader,
             Some("remove_content_length") => Probe::RemoveContentLength,
             Some("get_response_body") => Probe::GetResponseBody,
@@ -247,6 +251,15 @@ impl HttpContext for Noop {
             let name = format!("x-probe-{i}");
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, &name, Some("0.000123"));
         });
+        if self.probe == Probe::SetHeaderPairs {
+            let mut pairs = hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default();
+            pairs.push(("x-probe-a".into(), "s-1".into()));
+            pairs.push(("x-probe-b".into(), "0.000123".into()));
+            let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            self.repeat(Probe::SetHeaderPairs, |_| {
+                let _ = hostcalls::set_map(MapType::HttpResponseHeaders, pairs.clone());
+            });
+        }
         Action::Continue
     }
     fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
