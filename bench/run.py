@@ -418,6 +418,9 @@ def host_call_table(results, instructions):
         cells.append(f"{paired(results, small, f'probe {probe}', floor):.3f}")
         lines.append(f"| {what} | " + " | ".join(cells) + " |")
     if counted:
+        lines += ["", f"The CPU figure is the difference of two runs of the same length divided by {PROBE_CALLS}: it is within the runs' "
+                  "noise (it can come out below zero); the instruction counts repeat, and the accounting below "
+                  "uses them."]
         lines += ["", "A call that returns data costs Envoy far more than one that does not: it calls back into "
                   "the VM to allocate the copy (`proxy_on_memory_allocate`) and the filter then owns it — "
                   f"reading a 104-byte record costs {instr['shared_get'] / 1000:.1f}k instructions, writing it "
@@ -443,21 +446,21 @@ def host_call_table(results, instructions):
               "one shared-data read at admission and a CAS at the reservation and at the settlement), in order. "
               "Counters cost none: they are summed in the VM and flushed on the 1 s tick; the global window costs "
               "none per request: each worker writes its spend in one CAS per 100 ms.", "",
-              "| host call | without session | with session | µs (with session) |" +
-              (" k instructions (with session) |" if counted else "") + " why it stays |",
-              "|---|---:|---:|---:|" + ("---:|" if counted else "") + "---|"]
+              "| host call | without session | with session |" +
+              (" k instructions (with session) |" if counted else " µs (with session) |") + " why it stays |",
+              "|---|---:|---:|---:|---|"]
     for probe, n_plain, n_session, why in SMALL_REQUEST_CALLS:
-        counts = f" {n_session * instr[probe] / 1000:.1f} |" if counted else ""
-        lines.append(f"| {probe} | {n_plain:g} | {n_session:g} | {n_session * cost[probe]:.1f} |{counts} {why} |")
+        price = f"{n_session * instr[probe] / 1000:.1f}" if counted else f"{n_session * cost[probe]:.1f}"
+        lines.append(f"| {probe} | {n_plain:g} | {n_session:g} | {price} | {why} |")
     session_k = sum(n * instr[p] for p, _, n, _ in SMALL_REQUEST_CALLS) / 1000 if counted else 0
-    lines += [f"| **total** | {plain:g} | {session:g} | {session_us:.1f} |" +
-              (f" {session_k:.1f} |" if counted else "") + " |", "",
-              f"By these prices the host calls account for {plain_us:.1f} µs of costguard's "
-              f"{measured['costguard']:+.1f} µs of Envoy CPU per request over the do-nothing filter without a "
-              f"session, and {session_us:.1f} µs of {measured['costguard + sessions']:+.1f} µs with one; the rest "
-              "is the filter's own work in the VM (scanning, pricing, bookkeeping) and what its callbacks cost "
-              "Envoy beyond the calls (the request body going upstream chunked, the stream's filter state and "
-              "headers in the access log)."]
+    lines += [f"| **total** | {plain:g} | {session:g} | " +
+              (f"{session_k:.1f}" if counted else f"{session_us:.1f}") + " | |"]
+    if not counted:
+        lines += ["", f"By these prices the host calls account for {plain_us:.1f} µs of costguard's "
+                  f"{measured['costguard']:+.1f} µs of Envoy CPU per request over the do-nothing filter without a "
+                  f"session, and {session_us:.1f} µs of {measured['costguard + sessions']:+.1f} µs with one; the "
+                  "rest is the filter's own work in the VM (scanning, pricing, bookkeeping) and what its callbacks "
+                  "cost Envoy beyond the calls."]
     if counted and all((small, n) in instructions for n in ("costguard", "costguard + sessions")):
         parts = []
         for n, column in (("costguard", 1), ("costguard + sessions", 2)):
