@@ -36,8 +36,8 @@ pub const IDLE_RESET_GRACE_MS: u64 = 5_000;
 const READ_TYPES: [&str; 3] = ["response.done", "session.created", "session.updated"];
 /// A message's first bytes read for its type (doubling after each piece).
 const FIRST_TYPE_PROBE: usize = 128;
-/// A message's last bytes read backward for its type when its first bytes
-/// did not hold it.
+/// A message's last bytes read backward for its type, when the bytes read
+/// before them did not hold it.
 const LAST_TYPE_PROBE: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1176,7 +1176,7 @@ mod tests {
     }
 
     #[test]
-    fn a_type_written_last_is_read_from_the_end_of_a_whole_message() {
+    fn a_type_written_last_is_read_from_the_message_end() {
         // Past the first probe, bytes that are not UTF-8, then the type.
         // Read from the end where the chunk that ends the message holds the
         // type, and skipped: the bytes between are never read. Otherwise
