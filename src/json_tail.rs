@@ -11,7 +11,7 @@
 //! quote ends the string (a run of backslashes pairs up from its first one,
 //! which cannot itself be escaped). Where that run, or any value, reaches
 //! back before the kept text, the read stops there.
-use crate::json_scan::{in_literal, is_json_whitespace, json_string};
+use crate::json_scan::{in_literal, is_json_whitespace, json_string, plain_json_text};
 
 /// Why the text is not the end of a JSON object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,11 +86,11 @@ pub fn last_members<'a, const N: usize>(
 }
 
 /// The text of `key`'s value among the last members of the object whose end
-/// `text` is, when that value is a string written without escapes.
+/// `text` is, when that value is a string written without escapes or control
+/// characters ([`plain_json_text`]).
 pub fn last_plain_string<'a>(text: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     let [value] = last_members(text, [key]).ok()?;
-    let inner = value?.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
-    (!inner.contains(&b'\\')).then_some(inner)
+    plain_json_text(value?)
 }
 
 /// Which of `keys` a key (a JSON string, quotes included) is.
