@@ -418,10 +418,10 @@ def host_call_table(results, instructions):
         cells.append(f"{paired(results, small, f'probe {probe}', floor):.3f}")
         lines.append(f"| {what} | " + " | ".join(cells) + " |")
     if counted:
-        lines += ["", f"The CPU figure is the difference of two runs of the same length divided by {PROBE_CALLS}: it is within the runs' "
-                  "noise (it can come out below zero); the instruction counts repeat, and the accounting below "
-                  "uses them."]
-        lines += ["", "A call that returns data costs Envoy far more than one that does not: it calls back into "
+        lines += ["", f"The CPU figure is the difference of two runs of the same length divided by {PROBE_CALLS}: "
+                  "it is within the runs' noise (it can come out below zero); the instruction counts repeat, and "
+                  "the accounting below uses them.",
+                  "", "A call that returns data costs Envoy far more than one that does not: it calls back into "
                   "the VM to allocate the copy (`proxy_on_memory_allocate`) and the filter then owns it — "
                   f"reading a 104-byte record costs {instr['shared_get'] / 1000:.1f}k instructions, writing it "
                   f"{instr['shared_set'] / 1000:.1f}k (the difference is mostly V8's generated code: the entry "
@@ -438,10 +438,7 @@ def host_call_table(results, instructions):
                      "Envoy rebuilds the whole map, so one call costs more than the two it would replace.")]
     plain = sum(n for _, n, _, _ in SMALL_REQUEST_CALLS)
     session = sum(n for _, _, n, _ in SMALL_REQUEST_CALLS)
-    plain_us = sum(n * cost[p] for p, n, _, _ in SMALL_REQUEST_CALLS)
     session_us = sum(n * cost[p] for p, _, n, _ in SMALL_REQUEST_CALLS)
-    measured = {n: paired(results, small, n, floor, "cpu_us", operator.sub)
-                for n in ("costguard", "costguard + sessions")}
     lines += ["", "Every host call a small JSON Chat Completions request makes (no budget rules; a rule adds "
               "one shared-data read at admission and a CAS at the reservation and at the settlement), in order. "
               "Counters cost none: they are summed in the VM and flushed on the 1 s tick; the global window costs "
@@ -456,6 +453,9 @@ def host_call_table(results, instructions):
     lines += [f"| **total** | {plain:g} | {session:g} | " +
               (f"{session_k:.1f}" if counted else f"{session_us:.1f}") + " | |"]
     if not counted:
+        plain_us = sum(n * cost[p] for p, n, _, _ in SMALL_REQUEST_CALLS)
+        measured = {n: paired(results, small, n, floor, "cpu_us", operator.sub)
+                    for n in ("costguard", "costguard + sessions")}
         lines += ["", f"By these prices the host calls account for {plain_us:.1f} µs of costguard's "
                   f"{measured['costguard']:+.1f} µs of Envoy CPU per request over the do-nothing filter without a "
                   f"session, and {session_us:.1f} µs of {measured['costguard + sessions']:+.1f} µs with one; the "
