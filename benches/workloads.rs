@@ -37,16 +37,34 @@ pub fn chat_json_text(size: usize) -> Vec<u8> {
 
 /// A Chat Completions SSE stream of `events` content chunks, then usage and [DONE].
 pub fn chat_sse(events: usize) -> Vec<u8> {
-    chat_sse_with(events, |_| String::new())
+    chat_sse_with(events, |i| format!("token {i} "), |_| String::new())
+}
+
+/// The same with escapes in the content, as a model's answer has them: a
+/// line break in every third chunk, a quote in every fifth.
+pub fn chat_sse_escaped(events: usize) -> Vec<u8> {
+    chat_sse_with(
+        events,
+        |i| match (i % 3, i % 5) {
+            (0, _) => format!("token {i}\\n\\n"),
+            (_, 0) => "\\\"q\\\"".to_string(),
+            _ => format!("token {i} "),
+        },
+        |_| String::new(),
+    )
 }
 
 /// The same with an `obfuscation` string of varying length in every content
 /// chunk, as the API sends by default.
 pub fn chat_sse_obfuscated(events: usize) -> Vec<u8> {
-    chat_sse_with(events, |i| {
-        let pad = &"Xq3vR8kLm2Zp"[..(i * 7) % 12];
-        format!(",\"obfuscation\":\"{pad}\"")
-    })
+    chat_sse_with(
+        events,
+        |i| format!("token {i} "),
+        |i| {
+            let pad = &"Xq3vR8kLm2Zp"[..(i * 7) % 12];
+            format!(",\"obfuscation\":\"{pad}\"")
+        },
+    )
 }
 
 /// A Responses API stream of `events` text deltas (each with its sequence
@@ -64,12 +82,16 @@ pub fn responses_sse(events: usize) -> Vec<u8> {
     out.into_bytes()
 }
 
-fn chat_sse_with(events: usize, extra: impl Fn(usize) -> String) -> Vec<u8> {
+fn chat_sse_with(
+    events: usize,
+    content: impl Fn(usize) -> String,
+    extra: impl Fn(usize) -> String,
+) -> Vec<u8> {
     let mut out = String::new();
     for i in 0..events {
-        let extra = extra(i);
+        let (content, extra) = (content(i), extra(i));
         out.push_str(&format!(
-            "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"token {i} \"}},\"finish_reason\":null}}],\"usage\":null{extra}}}\n\n"
+            "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{content}\"}},\"finish_reason\":null}}],\"usage\":null{extra}}}\n\n"
         ));
     }
     out.push_str("data: {\"id\":\"c\",\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":20}}\n\ndata: [DONE]\n\n");

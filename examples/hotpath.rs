@@ -1,6 +1,6 @@
 //! Runs one fixed core workload once, for instruction counting under
 //! valgrind (tests/integration/test_perf_guard.py): deterministic, unlike wall time.
-//!   hotpath none|json_1mib|json_1mib_text|sse_200|sse_200_obfuscated|sse_200_responses|realtime|realtime_8k|small_request|exchange|exchange_sessions
+//!   hotpath none|json_1mib|json_1mib_text|sse_200|sse_200_escaped|sse_200_obfuscated|sse_200_responses|realtime|realtime_8k|small_request|exchange|exchange_sessions
 
 #[path = "../benches/workloads.rs"]
 mod workloads;
@@ -13,6 +13,7 @@ fn main() {
     let json = chat_json(1 << 20);
     let json_text = chat_json_text(1 << 20);
     let sse = chat_sse(200);
+    let sse_escaped = chat_sse_escaped(200);
     let sse_obfuscated = chat_sse_obfuscated(200);
     let sse_responses = responses_sse(200);
     let rt = realtime_stream(5, 20, 150_000, false);
@@ -30,6 +31,7 @@ fn main() {
         "json_1mib" => meter_owned(costguard::meter::BodyKind::Json, json_chunks),
         "json_1mib_text" => meter_owned(costguard::meter::BodyKind::Json, json_text_chunks),
         "sse_200" => meter(costguard::meter::BodyKind::EventStream, &sse),
+        "sse_200_escaped" => meter(costguard::meter::BodyKind::EventStream, &sse_escaped),
         "sse_200_obfuscated" => meter(costguard::meter::BodyKind::EventStream, &sse_obfuscated),
         "sse_200_responses" => meter(costguard::meter::BodyKind::EventStream, &sse_responses),
         "realtime" => realtime(&rt) > 0,

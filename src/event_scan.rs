@@ -11,8 +11,9 @@
 //! [`HEAD_CAP`] bytes) is held until it ends, then compared with the last
 //! event that was scanned (the reference):
 //! - where they differ only inside values that the reference's scan read
-//!   while capturing nothing — string text with no quote or backslash in
-//!   either, literals — both end each such value in the same state, so the
+//!   while capturing nothing — string text (an uncaptured string's text
+//!   matters only for where it ends: its escapes are read from its start),
+//!   literals — both end each such value in the same state, so the
 //!   event ends as the reference did: its final state is taken, with every
 //!   offset after a difference moved by the bytes gained or lost there.
 //!   Nothing is scanned.
@@ -28,6 +29,7 @@ use crate::common_prefix::common_prefix_len;
 use crate::json_scan::{
     ends_literal, in_literal, starts_literal, JsonScanner, PathSpec, ScanError,
 };
+use crate::string_end::{string_end, StringEnd};
 
 /// The most bytes of an event compared with the next one's (and held while
 /// they match).
@@ -35,13 +37,6 @@ const HEAD_CAP: usize = 512;
 /// A copy is taken again only when the shared prefix grew by this many
 /// bytes: a copy costs about what scanning a few dozen bytes does.
 const RECOPY_GAIN: usize = 32;
-
-/// Where a string's text that is not escaped at its start ends: at its
-/// closing quote, if no backslash comes before it.
-fn plain_string_end(text: &[u8]) -> Option<usize> {
-    let len = memchr::memchr2(b'"', b'\\', text)?;
-    (text.get(len) == Some(&b'"')).then_some(len)
-}
 
 /// Where a literal's text ends: at the delimiter the scanner ends it at, if
 /// only bytes it reads as a literal come before it.
@@ -61,9 +56,6 @@ pub struct EventScanner {
     /// The scanner's state at the end of `reference`, before `finish`, when
     /// `reference` is the whole event.
     reference_end: Option<JsonScanner>,
-    /// For each of `reference_end`'s plain values: its text holds a
-    /// backslash (found once per reference, not once per event).
-    reference_escapes: Vec<bool>,
     /// This event's first bytes (up to [`HEAD_CAP`]).
     head: Vec<u8>,
     phase: Phase,
@@ -110,7 +102,6 @@ impl EventScanner {
             copy: None,
             reference: Vec::with_capacity(HEAD_CAP),
             reference_end: None,
-            reference_escapes: Vec::new(),
             head: Vec::with_capacity(HEAD_CAP),
             phase: Phase::Holding,
             scanner_holds: ScannerHolds::Other,
@@ -165,9 +156,8 @@ impl EventScanner {
 
     /// Whether the held event differs from the reference only in the text of
     /// values the reference's scan read while capturing nothing — strings
-    /// without quotes or backslashes there, literals — so that both end each
-    /// such value in the same state: then `shifts` holds how the event's
-    /// offsets moved.
+    /// (whatever their escapes), literals — so that both end each such value
+    /// in the same state: then `shifts` holds how the event's offsets moved.
     fn differs_in_plain_text_only(&mut self, event: &[u8]) -> bool {
         self.shifts.clear();
         let Some(end) = &self.reference_end else {
@@ -205,26 +195,36 @@ impl EventScanner {
             if at_ref < from {
                 return false;
             }
-            let rest = event.get(at..).unwrap_or(&[]);
-            let len = if value.literal {
+            if value.literal {
+                let rest = event.get(at..).unwrap_or(&[]);
                 // A first byte that differs must start a literal too.
                 let starts = at_ref > from || rest.first().is_some_and(|&b| starts_literal(b));
-                match literal_end(rest) {
+                let len = match literal_end(rest) {
                     Some(len) if starts => len,
                     _ => return false,
-                }
+                };
+                at += len;
             } else {
-                // No escape in the reference's text: the shared bytes leave
-                // no escape pending.
-                if self.reference_escapes.get(next_value) != Some(&false) {
+                // The text from `from` to the difference is shared, so the
+                // event's starts where the shift so far puts the
+                // reference's. An odd run of backslashes just before the
+                // difference (counted back no further than that start)
+                // escapes the first differing byte.
+                let Some(start) = (from + at).checked_sub(at_ref) else {
                     return false;
+                };
+                let backslashes = event
+                    .get(start..at)
+                    .unwrap_or_default()
+                    .iter()
+                    .rev()
+                    .take_while(|&&b| b == b'\\')
+                    .count();
+                match string_end(event, at + backslashes % 2) {
+                    StringEnd::Closed(quote) => at = quote,
+                    StringEnd::Open { .. } => return false,
                 }
-                match plain_string_end(rest) {
-                    Some(len) => len,
-                    None => return false,
-                }
-            };
-            at += len;
+            }
             at_ref = to;
             next_value += 1;
             self.shifts.push((to as u64, at as i64 - at_ref as i64));
@@ -298,17 +298,6 @@ impl EventScanner {
             Some(end) => end.clone_from(&self.scanner),
             None => self.reference_end = Some(self.scanner.clone()),
         }
-        // `head` is the next reference.
-        let head = &self.head;
-        self.reference_escapes.clear();
-        self.reference_escapes
-            .extend(self.scanner.plain_values().iter().map(|value| {
-                let text = usize::try_from(value.from)
-                    .ok()
-                    .zip(usize::try_from(value.to).ok())
-                    .and_then(|(from, to)| head.get(from..to));
-                text.is_none_or(|text| text.contains(&b'\\'))
-            }));
         self.scanner_holds = ScannerHolds::ReferenceEnd;
         self.phase = Phase::Scanned;
     }

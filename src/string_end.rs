@@ -27,6 +27,7 @@ const EVEN: u64 = 0x5555_5555_5555_5555;
 
 /// Finds the closing quote of a string whose text starts at `chunk[from]`;
 /// that byte is not escaped by what came before it.
+#[inline]
 pub fn string_end(chunk: &[u8], from: usize) -> StringEnd {
     let text = chunk.get(from..).unwrap_or(&[]);
     // Up to the first backslash a byte search is faster (text without
@@ -39,10 +40,15 @@ pub fn string_end(chunk: &[u8], from: usize) -> StringEnd {
     if text.get(first) == Some(&b'"') {
         return StringEnd::Closed(from + first);
     }
-    let text = text.get(first..).unwrap_or(&[]);
+    escaped_string_end(text.get(first..).unwrap_or(&[]), from + first)
+}
+
+/// [`string_end`] from the string's first backslash, `text`, at `chunk[from]`.
+#[inline(never)]
+fn escaped_string_end(text: &[u8], from: usize) -> StringEnd {
     let (blocks, tail) = text.as_chunks::<BLOCK>();
     let mut first_escaped = false;
-    let mut at = from + first;
+    let mut at = from;
     for block in blocks {
         let (quotes, backslashes) = masks(block);
         if let Some(quote) = closing_quote(quotes, backslashes, &mut first_escaped) {

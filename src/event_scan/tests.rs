@@ -180,8 +180,9 @@ fn next_event_of(s: &mut EventScanner, event: &[u8]) -> (Result<(), ScanError>, 
 #[test]
 fn a_repeated_prefix_is_not_scanned_again() {
     let a = br#"{"model":"m","choices":[{"delta":{"content":"hello"}}],"usage":null}"#;
-    // An escape in the text that differs: scanned, from the shared prefix on.
-    let b = br#"{"model":"m","choices":[{"delta":{"content":"wor\nld"}}],"usage":null}"#;
+    // A member the reference lacks: scanned, from the shared prefix on.
+    let b =
+        br#"{"model":"m","choices":[{"delta":{"content":"world","refusal":null}}],"usage":null}"#;
     let mut s = EventScanner::new(USAGE_PATHS, 64);
     assert_eq!(next_event_of(&mut s, a), (Ok(()), Phase::Scanned));
     assert_eq!(next_event_of(&mut s, b), (Ok(()), Phase::Scanned));
@@ -202,7 +203,8 @@ fn a_repeated_prefix_is_not_scanned_again() {
 fn an_event_that_differs_in_plain_text_only_ends_as_the_reference() {
     let a = br#"{"model":"m","choices":[{"delta":{"content":"hello"}}],"usage":null,"obfuscation":"xy"}"#;
     let b = br#"{"model":"m","choices":[{"delta":{"content":"hi"}}],"usage":null,"obfuscation":"wxyz"}"#;
-    let c = br#"{"model":"m","choices":[{"delta":{"content":"a\nb"}}],"usage":null}"#;
+    let c =
+        br#"{"model":"m","choices":[{"delta":{"content":"a\nb"}}],"usage":null,"obfuscation":"x"}"#;
     let mut s = EventScanner::new(USAGE_PATHS, 64);
     assert_eq!(next_event_of(&mut s, a), (Ok(()), Phase::Scanned));
     let usage_in_a = s.scanner().captured_offset(0).expect("usage captured");
@@ -214,8 +216,35 @@ fn an_event_that_differs_in_plain_text_only_ends_as_the_reference() {
         s.scanner().captured(0),
         Some(&Captured::Value(b"null".to_vec()))
     );
-    // An escape in the differing text: scanned.
-    assert_eq!(next_event_of(&mut s, c), (Ok(()), Phase::Scanned));
+    // Escapes in the differing text: its end is read with them.
+    assert_eq!(next_event_of(&mut s, c), (Ok(()), Phase::Reused));
+    assert_eq!(s.scanner().captured_offset(0), Some(usage_in_a - 1));
+}
+
+#[test]
+fn escapes_on_either_side_of_a_difference_are_read_from_the_string_start() {
+    let reference = br#"{"c":"say \"hi\"","usage":{"prompt_tokens":1}}"#;
+    let usage_at = |event: &[u8]| {
+        let at = event
+            .windows(8)
+            .position(|w| w == br#""usage":"#)
+            .unwrap_or(0);
+        Some((at + 8) as u64)
+    };
+    let mut s = EventScanner::new(USAGE_PATHS, 64);
+    assert_eq!(next_event_of(&mut s, reference), (Ok(()), Phase::Scanned));
+    for event in [
+        &br#"{"c":"say \"ho\"","usage":{"prompt_tokens":1}}"#[..],
+        br#"{"c":"a\\","usage":{"prompt_tokens":1}}"#,
+        br#"{"c":"say \n\u00e9\\\"","usage":{"prompt_tokens":1}}"#,
+        br#"{"c":"","usage":{"prompt_tokens":1}}"#,
+        br#"{"c":"say \"","usage":{"prompt_tokens":1}}"#,
+    ] {
+        assert_eq!(next_event_of(&mut s, event), (Ok(()), Phase::Reused));
+        assert_eq!(s.scanner().captured_offset(0), usage_at(event));
+    }
+    // A backslash just before the difference escapes the event's first
+    // differing byte: `a_quote_escaped_by_the_shared_bytes_is_not_a_string_end`.
 }
 
 #[test]
