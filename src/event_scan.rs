@@ -21,6 +21,9 @@
 //!   bytes it shares with the reference's start when there is one, and
 //!   becomes the reference.
 //!
+//! An SSE event whole in its chunk is compared where it lies, before its
+//! line end is searched for ([`EventScanner::finish_repeated`]).
+//!
 //! Longer events are scanned as they stream, past the held bytes. What is
 //! captured and what counts as malformed are exactly what scanning every
 //! byte gives (tested against it, and fuzzed).
@@ -56,6 +59,9 @@ pub struct EventScanner {
     /// The scanner's state at the end of `reference`, before `finish`, when
     /// `reference` is the whole event.
     reference_end: Option<JsonScanner>,
+    /// `reference` holds no CR or LF: the bytes an event shares with it
+    /// cannot end an SSE line.
+    reference_one_line: bool,
     /// This event's first bytes (up to [`HEAD_CAP`]).
     head: Vec<u8>,
     phase: Phase,
@@ -95,6 +101,16 @@ enum Phase {
     Scanned,
 }
 
+/// How much of the bytes compared with the reference is the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Extent {
+    /// All of them.
+    Whole,
+    /// Its data as an SSE stream carries it: the bytes up to the first line
+    /// end, which must be a blank line's (`\n\n`).
+    Line,
+}
+
 impl EventScanner {
     pub fn new(paths: PathSpec, capture_cap: usize) -> Self {
         EventScanner {
@@ -102,6 +118,7 @@ impl EventScanner {
             copy: None,
             reference: Vec::with_capacity(HEAD_CAP),
             reference_end: None,
+            reference_one_line: false,
             head: Vec::with_capacity(HEAD_CAP),
             phase: Phase::Holding,
             scanner_holds: ScannerHolds::Other,
@@ -154,15 +171,14 @@ impl EventScanner {
         self.scanner.feed(self.head.get(shared..).unwrap_or(&[]));
     }
 
-    /// Whether the held event differs from the reference only in the text of
-    /// values the reference's scan read while capturing nothing — strings
-    /// (whatever their escapes), literals — so that both end each such value
-    /// in the same state: then `shifts` holds how the event's offsets moved.
-    fn differs_in_plain_text_only(&mut self, event: &[u8]) -> bool {
+    /// The event's length (of `bytes`, as `extent` says), when it differs
+    /// from the reference only in the text of values the reference's scan
+    /// read while capturing nothing — strings (whatever their escapes),
+    /// literals — so that both end each such value in the same state: then
+    /// `shifts` holds how the event's offsets moved.
+    fn plain_text_match(&mut self, event: &[u8], extent: Extent) -> Option<usize> {
         self.shifts.clear();
-        let Some(end) = &self.reference_end else {
-            return false;
-        };
+        let end = self.reference_end.as_ref()?;
         let reference = self.reference.as_slice();
         let values = end.plain_values();
         let (mut at, mut at_ref, mut next_value) = (0, 0, 0);
@@ -173,8 +189,14 @@ impl EventScanner {
             );
             at += same;
             at_ref += same;
-            if at == event.len() && at_ref == reference.len() {
-                return true;
+            if at_ref == reference.len() {
+                let ended = match extent {
+                    Extent::Whole => at == event.len(),
+                    Extent::Line => event.get(at..at + 2) == Some(b"\n\n"),
+                };
+                if ended {
+                    return Some(at);
+                }
             }
             // The first difference must be inside the text of a value the
             // reference's scan noted (its end included: the event's text may
@@ -185,24 +207,20 @@ impl EventScanner {
             {
                 next_value += 1;
             }
-            let Some(value) = values.get(next_value) else {
-                return false;
-            };
-            let (Ok(from), Ok(to)) = (usize::try_from(value.from), usize::try_from(value.to))
-            else {
-                return false;
-            };
+            let value = values.get(next_value)?;
+            let (from, to) = (
+                usize::try_from(value.from).ok()?,
+                usize::try_from(value.to).ok()?,
+            );
             if at_ref < from {
-                return false;
+                return None;
             }
             if value.literal {
                 let rest = event.get(at..).unwrap_or(&[]);
-                // A first byte that differs must start a literal too.
+                // A first byte that differs must start a literal too (and a
+                // literal's bytes are no line end).
                 let starts = at_ref > from || rest.first().is_some_and(|&b| starts_literal(b));
-                let len = match literal_end(rest) {
-                    Some(len) if starts => len,
-                    _ => return false,
-                };
+                let len = literal_end(rest).filter(|_| starts)?;
                 at += len;
             } else {
                 // The text from `from` to the difference is shared, so the
@@ -210,9 +228,7 @@ impl EventScanner {
                 // reference's. An odd run of backslashes just before the
                 // difference (counted back no further than that start)
                 // escapes the first differing byte.
-                let Some(start) = (from + at).checked_sub(at_ref) else {
-                    return false;
-                };
+                let start = (from + at).checked_sub(at_ref)?;
                 let backslashes = event
                     .get(start..at)
                     .unwrap_or_default()
@@ -220,10 +236,15 @@ impl EventScanner {
                     .rev()
                     .take_while(|&&b| b == b'\\')
                     .count();
-                match string_end(event, at + backslashes % 2) {
-                    StringEnd::Closed(quote) => at = quote,
-                    StringEnd::Open { .. } => return false,
+                let StringEnd::Closed(quote) = string_end(event, at + backslashes % 2) else {
+                    return None;
+                };
+                // Text the event does not share may not end its line.
+                let differing = event.get(at..quote).unwrap_or_default();
+                if extent == Extent::Line && differing.iter().any(|&b| b == b'\r' || b == b'\n') {
+                    return None;
                 }
+                at = quote;
             }
             at_ref = to;
             next_value += 1;
@@ -236,18 +257,44 @@ impl EventScanner {
     pub fn finish(&mut self) -> Result<(), ScanError> {
         if self.phase == Phase::Holding {
             let head = std::mem::take(&mut self.head);
-            let reused = self.differs_in_plain_text_only(&head);
+            let reused = self.plain_text_match(&head, Extent::Whole).is_some();
             self.head = head;
             return self.end_held(reused);
         }
         self.scanner.finish()
     }
 
+    /// An event whose data starts `rest` (an SSE line's value), ended as
+    /// the reference did when its data is one line of at most `cap` bytes
+    /// and a blank line, and differs from the reference as
+    /// [`Self::finish_whole`] allows: its data's length and how it ended.
+    /// Found by comparing it with the reference, without searching it for
+    /// its line end first (the shared bytes are the reference's, which
+    /// hold none). Otherwise nothing changes.
+    pub fn finish_repeated(
+        &mut self,
+        rest: &[u8],
+        cap: usize,
+    ) -> Option<(usize, Result<(), ScanError>)> {
+        if self.phase != Phase::Holding || !self.head.is_empty() || !self.reference_one_line {
+            return None;
+        }
+        // Its data fits the head (as `finish_whole` compares no longer
+        // event) and the cap: it ends within these bytes.
+        let window = rest
+            .get(..HEAD_CAP.min(cap).saturating_add(2))
+            .unwrap_or(rest);
+        let len = self
+            .plain_text_match(window, Extent::Line)
+            .filter(|&len| len > 0)?;
+        Some((len, self.end_held(true)))
+    }
+
     /// [`Self::feed`] of a whole event, then [`Self::finish`]; an event
     /// that ends as the reference did is compared in place, not copied.
     pub fn finish_whole(&mut self, event: &[u8]) -> Result<(), ScanError> {
         if self.phase == Phase::Holding && self.head.is_empty() && event.len() <= HEAD_CAP {
-            let reused = self.differs_in_plain_text_only(event);
+            let reused = self.plain_text_match(event, Extent::Whole).is_some();
             if !reused {
                 self.head.extend_from_slice(event);
             }
@@ -326,7 +373,10 @@ impl EventScanner {
             // Nothing of this event was scanned (or it ended as the
             // reference): the reference stays.
             Phase::Holding | Phase::Reused => {}
-            Phase::Scanned => std::mem::swap(&mut self.reference, &mut self.head),
+            Phase::Scanned => {
+                std::mem::swap(&mut self.reference, &mut self.head);
+                self.reference_one_line = memchr::memchr2(b'\r', b'\n', &self.reference).is_none();
+            }
             Phase::Streaming => {
                 std::mem::swap(&mut self.reference, &mut self.head);
                 self.reference_end = None;

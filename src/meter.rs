@@ -196,6 +196,16 @@ impl EventSink for SseUsage {
         let complete = self.scanner.finish_whole(data).is_ok() && !end.oversized;
         self.add_event(complete, end);
     }
+
+    fn repeated_event(&mut self, rest: &[u8], cap: usize) -> Option<usize> {
+        let (len, ended) = self.scanner.finish_repeated(rest, cap)?;
+        let end = EventEnd {
+            done_marker: false,
+            oversized: false,
+        };
+        self.add_event(ended.is_ok(), end);
+        Some(len)
+    }
 }
 
 impl SseUsage {
@@ -1015,6 +1025,21 @@ mod tests {
             })
         }
 
+        /// Events mostly like one another: a stream's content chunks, the
+        /// last of them with usage.
+        fn similar_event() -> impl Strategy<Value = String> {
+            let content = prop_oneof![Just("a"), Just("token 10 "), Just("b\\\"c"), Just("x\\\\")];
+            let usage = prop_oneof![
+                4 => Just("null"),
+                1 => Just(r#"{"prompt_tokens":3,"completion_tokens":4}"#),
+            ];
+            (content, usage).prop_map(|(c, u)| {
+                format!(
+                    r#"{{"model":"m","choices":[{{"delta":{{"content":"{c}"}}}}],"usage":{u}}}"#
+                )
+            })
+        }
+
         proptest! {
             #[test]
             fn as_if_every_event_was_read_whole(events in proptest::collection::vec(event(), 1..12)) {
@@ -1048,6 +1073,47 @@ mod tests {
                     None => Metered::Missing,
                 };
                 prop_assert_eq!(m.finish(), want);
+            }
+
+            /// Events found by comparing them with an earlier one (whole in
+            /// a chunk) end as the same stream read a byte at a time says,
+            /// whatever line ends, extra lines or stray line breaks in
+            /// their data.
+            #[test]
+            fn in_one_chunk_as_a_byte_at_a_time(
+                events in proptest::collection::vec((similar_event(), 0..8u8, any::<prop::sample::Index>()), 1..12),
+            ) {
+                let mut stream = String::new();
+                for (e, how, at) in &events {
+                    // Between tokens (after `{"model":"m",`) or not.
+                    let cut = [1, 13, 24, e.len() - 1][at.index(4)];
+                    let (head, tail) = e.split_at(cut);
+                    stream.push_str(&match how {
+                        0 => format!("data: {e}\r\n\r\n"),
+                        1 => format!("data: {head}\ndata: {tail}\n\n"),
+                        2 => format!("data: {head}\n{tail}\n\n"),
+                        3 => format!("data: {head}\r{tail}\n\n"),
+                        4 => format!(": comment\ndata:{e}\n\n"),
+                        5 => format!("data: {e}\n"),
+                        _ => format!("data: {e}\n\n"),
+                    });
+                }
+                let meter = |chunks: &mut dyn Iterator<Item = &[u8]>| {
+                    let mut m = ResponseMeter::new(BodyKind::EventStream);
+                    for chunk in chunks {
+                        m.feed(chunk);
+                    }
+                    let malformed = match &m.body {
+                        Body::Sse(parser) => parser.sink.malformed_events,
+                        Body::Json { .. } => unreachable!(),
+                    };
+                    (m.finish(), malformed)
+                };
+                let bytes = stream.as_bytes();
+                prop_assert_eq!(
+                    meter(&mut std::iter::once(bytes)),
+                    meter(&mut bytes.chunks(1))
+                );
             }
         }
     }

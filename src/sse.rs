@@ -35,6 +35,14 @@ pub trait EventSink {
         }
         self.end_event(end);
     }
+    /// The usual event, if the sink can tell without searching `rest` (what
+    /// follows `data:` and its space) for a line end that it is one like an
+    /// earlier one: its data one line of at most `cap` bytes, neither empty
+    /// nor `[DONE]`, then a blank line (`\n\n`). Taken as
+    /// [`Self::whole_event`] would take it; the data's length.
+    fn repeated_event(&mut self, _rest: &[u8], _cap: usize) -> Option<usize> {
+        None
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,6 +224,11 @@ impl<S: EventSink> SseParser<S> {
     fn take_whole_event(&mut self, rest: &[u8]) -> Option<usize> {
         let space = usize::from(rest.first() == Some(&b' '));
         let value = rest.get(space..)?;
+        if !value.starts_with(DONE) {
+            if let Some(len) = self.sink.repeated_event(value, self.data_cap) {
+                return Some(space + len + 2);
+            }
+        }
         let len = memchr::memchr2(b'\r', b'\n', value)?;
         if value.get(len..len + 2)? != b"\n\n" {
             return None;

@@ -21,17 +21,18 @@ BUDGETS = {
     "json_1mib": (None, "byte", 0.7),        # measured 0.46 / byte (1.1 scanning it all, 4.5 when each \" stopped a byte search)
     # Text like a model's answer: fewer quotes to go back over.
     "json_1mib_text": (None, "byte", 0.4),   # measured 0.25 / byte (1.1 scanning it all)
-    # Events that differ from the last scanned one only in plain string or literal text end as it did, unscanned.
+    # Events that differ from the last scanned one only in string or literal text end as it did, unscanned.
     # An event that ends as the last scanned one adds its outcome again, its captures unread. An event whole in one
-    # chunk (one data line, LF line ends) is compared where it lies.
-    "sse_200": (200, "event", 1_100.0),      # measured 0.81k / event (0.78k when only strings without escapes could differ; 0.82k with a byte-at-a-time tail to each comparison, 1.06k when each event was copied and handed over a line at a time, 0.91k when a reused event was finished again and its outcome copied, 1.8k when its captures were read again)
+    # chunk (one data line, LF line ends) is compared where it lies, before its line end is searched for: the
+    # bytes it shares with the last scanned one hold none.
+    "sse_200": (200, "event", 1_000.0),      # measured 0.73k / event (0.81k when each event's line end was searched for before it was compared; 0.78k when only strings without escapes could differ; 0.82k with a byte-at-a-time tail to each comparison, 1.06k when each event was copied and handed over a line at a time, 0.91k when a reused event was finished again and its outcome copied, 1.8k when its captures were read again)
     # Escapes in the content (a line break in every third event, a quote in every fifth): the differing text is
     # read with its escapes, and the event still ends as the last scanned one did.
-    "sse_200_escaped": (200, "event", 1_200.0),  # measured 0.86k / event (3.6k when only strings without escapes could differ: an escape on either side made both events be scanned)
+    "sse_200_escaped": (200, "event", 1_100.0),  # measured 0.78k / event (0.86k when each event's line end was searched for before it was compared; 3.6k when only strings without escapes could differ: an escape on either side made both events be scanned)
     # The same with an `obfuscation` string of varying length, as the API sends by default.
-    "sse_200_obfuscated": (200, "event", 1_400.0),  # measured 1.05k / event (1.01k when only strings without escapes could differ; 1.04k with a byte-at-a-time tail to each comparison, 1.28k when each event was copied and handed over a line at a time, 2.1k when a reused event's captures were read again)
+    "sse_200_obfuscated": (200, "event", 1_350.0),  # measured 0.98k / event (1.05k when each event's line end was searched for before it was compared; 1.01k when only strings without escapes could differ; 1.04k with a byte-at-a-time tail to each comparison, 1.28k when each event was copied and handed over a line at a time, 2.1k when a reused event's captures were read again)
     # Responses API deltas: a sequence number, the text and an obfuscation string differ in each.
-    "sse_200_responses": (200, "event", 1_800.0),   # measured 1.31k / event (1.27k when only strings without escapes could differ; 1.43k reading each `event:` line's name a byte at a time, 1.64k when each event was copied and handed over a line at a time, 2.3k when a reused event's captures were read again)
+    "sse_200_responses": (200, "event", 1_700.0),   # measured 1.22k / event (1.31k when each event's line end was searched for before it was compared; 1.27k when only strings without escapes could differ; 1.43k reading each `event:` line's name a byte at a time, 1.64k when each event was copied and handed over a line at a time, 2.3k when a reused event's captures were read again)
     # Audio deltas are skipped once their type is read (150 KB deltas, type first)...
     "realtime": (None, "byte", 0.2),         # measured 0.05 / byte (0.55 when a chunk was read whole before its type)
     # ...or, when it comes last (as the simulator sends it: the benchmark's 4 x 8 KB deltas), read from the
