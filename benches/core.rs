@@ -17,6 +17,11 @@ fn core(c: &mut Criterion) {
     g.bench_function("sse 200 events", |b| {
         b.iter(|| meter(BodyKind::EventStream, &sse))
     });
+    let sse_escaped = chat_sse_escaped(200);
+    g.throughput(Throughput::Bytes(sse_escaped.len() as u64));
+    g.bench_function("sse 200 events, escapes in the content", |b| {
+        b.iter(|| meter(BodyKind::EventStream, &sse_escaped))
+    });
     let rt = realtime_stream(5, 20, 150_000, false);
     g.throughput(Throughput::Bytes(rt.len() as u64));
     g.bench_function("realtime frames", |b| b.iter(|| realtime(&rt)));

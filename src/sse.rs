@@ -220,7 +220,9 @@ impl<S: EventSink> SseParser<S> {
 
     /// The usual event, whole in `rest` (what follows its `data:`): one data
     /// line and a blank line, each ended by LF. Passes it to the sink in one
-    /// piece, as the general path would, and returns the bytes it took.
+    /// piece, as the general path would (first offered as a repeated event,
+    /// which the sink may recognise without a search for its line end), and
+    /// returns the bytes it took.
     fn take_whole_event(&mut self, rest: &[u8]) -> Option<usize> {
         let space = usize::from(rest.first() == Some(&b' '));
         let value = rest.get(space..)?;
