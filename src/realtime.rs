@@ -36,8 +36,9 @@ pub const IDLE_RESET_GRACE_MS: u64 = 5_000;
 const READ_TYPES: [&str; 3] = ["response.done", "session.created", "session.updated"];
 /// A message's first bytes read for its type (doubling after each piece).
 const FIRST_TYPE_PROBE: usize = 128;
-/// A message's last bytes read backward for its type, when the bytes read
-/// before them did not hold it.
+/// A message's last bytes read backward for its type: before the forward
+/// read, when the bytes read first did not hold it; after it, when it found
+/// a type that is read.
 const LAST_TYPE_PROBE: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +196,57 @@ struct MessageReader {
     oversized: bool,
     utf8: Utf8Validator,
     unmasked: Vec<u8>,
+    /// The last bytes of the message so far, while it may be read (its type
+    /// unknown or read): how a message ends decides the same way however
+    /// chunks cut it.
+    tail: MessageTail,
+}
+
+/// A message's last [`LAST_TYPE_PROBE`] bytes, kept across chunks.
+struct MessageTail {
+    bytes: [u8; LAST_TYPE_PROBE],
+    len: usize,
+}
+
+impl MessageTail {
+    fn new() -> Self {
+        MessageTail {
+            bytes: [0; LAST_TYPE_PROBE],
+            len: 0,
+        }
+    }
+
+    fn kept(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or_default()
+    }
+
+    /// The message's last bytes once `data` follows what is kept (into
+    /// `scratch` when both are needed).
+    fn with<'a>(&'a self, data: &'a [u8], scratch: &'a mut [u8; LAST_TYPE_PROBE]) -> &'a [u8] {
+        if data.len() >= LAST_TYPE_PROBE {
+            return data.get(data.len() - LAST_TYPE_PROBE..).unwrap_or_default();
+        }
+        let keep = self.len.min(LAST_TYPE_PROBE - data.len());
+        let kept = self.kept();
+        let joined = keep + data.len();
+        if let (Some(old), Some(to)) = (kept.get(kept.len() - keep..), scratch.get_mut(..joined)) {
+            let (head, rest) = to.split_at_mut(keep);
+            head.copy_from_slice(old);
+            rest.copy_from_slice(data);
+        }
+        scratch.get(..joined).unwrap_or_default()
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        let mut scratch = [0; LAST_TYPE_PROBE];
+        let mut bytes = [0; LAST_TYPE_PROBE];
+        let joined = self.with(data, &mut scratch);
+        let len = joined.len();
+        if let Some(to) = bytes.get_mut(..len) {
+            to.copy_from_slice(joined);
+        }
+        (self.bytes, self.len) = (bytes, len);
+    }
 }
 
 /// What one complete server message said.
@@ -219,6 +271,7 @@ impl MessageReader {
             oversized: false,
             utf8: Utf8Validator::new(),
             unmasked: Vec::new(),
+            tail: MessageTail::new(),
         }
     }
 
@@ -235,6 +288,7 @@ impl MessageReader {
                 self.reading = h.opcode == OP_TEXT && !h.is_compressed();
                 self.type_known = false;
                 self.probe = FIRST_TYPE_PROBE;
+                self.tail.len = 0;
                 self.bytes = 0;
                 self.oversized = false;
                 interrupted || h.is_compressed()
@@ -273,7 +327,8 @@ impl MessageReader {
         while !self.type_known && !rest.is_empty() {
             if end_unread && !(starts_message && self.probe == FIRST_TYPE_PROBE) {
                 end_unread = false;
-                if type_written_last_is_skipped(data) {
+                let mut scratch = [0; LAST_TYPE_PROBE];
+                if type_written_last_is_skipped(self.tail.with(data, &mut scratch)) {
                     // Not read: what remains of the message is never searched.
                     self.type_known = true;
                     self.reading = false;
@@ -296,6 +351,7 @@ impl MessageReader {
         if self.reading {
             self.scanner.feed(rest);
             self.utf8.feed(rest);
+            self.tail.push(data);
         }
     }
 
@@ -307,8 +363,11 @@ impl MessageReader {
         self.in_message = false;
         let complete = self.scanner.finish().is_ok();
         // Most messages are audio deltas: their type, borrowed, is all that
-        // is read of them.
-        let wanted = event_type(&self.scanner).is_some_and(|t| READ_TYPES.contains(&t.as_ref()));
+        // is read of them. A message whose end shows a type that is not
+        // read (a second `type`, in a message that has two) is skipped as
+        // it is when its end is read first.
+        let wanted = event_type(&self.scanner).is_some_and(|t| READ_TYPES.contains(&t.as_ref()))
+            && !(self.reading && type_written_last_is_skipped(self.tail.kept()));
         (wanted && (self.reading || self.oversized)).then(|| MessageFacts {
             facts: DocumentFacts::from_scanner(&self.scanner),
             oversized: self.oversized,
@@ -1225,6 +1284,54 @@ mod tests {
             let mut s = RealtimeSession::new("x".into(), "gpt-realtime".into(), 0);
             feed_server(&mut s, &mut e, &late, &splits, 0);
             assert!(s.spend > 0, "splits {splits:?}: {:?}", e.notices);
+        }
+    }
+
+    #[test]
+    fn a_message_with_two_types_is_read_alike_however_it_is_cut() {
+        // Its type is read, but its end shows one that is not, to a backward
+        // reading (the message is not JSON: its last object never closes,
+        // so the forward read has that `type` nested): the end decides, as
+        // it does when the end is read first — here, when the second frame
+        // arrives whole before the first frame's bytes told the type.
+        let message = r#"{"type":"response.done","response":{"usage":{"input_tokens":1000,"output_tokens":0}},"x":{"type":"response.output_audio.delta"}"#;
+        let (first, rest) = message.split_at(20);
+        let mut two_frames = encode_frame(OP_TEXT, first.as_bytes(), None);
+        two_frames[0] &= 0x7f;
+        two_frames.extend(encode_frame(OP_CONTINUATION, rest.as_bytes(), None));
+        for frames in [text(message), two_frames] {
+            for cut in 0..frames.len() {
+                let mut e = env("{}");
+                let mut s = RealtimeSession::new("x".into(), "gpt-realtime".into(), 0);
+                let splits = if cut == 0 { vec![] } else { vec![cut] };
+                feed_server(&mut s, &mut e, &frames, &splits, 0);
+                assert_eq!(s.spend, 0, "cut at {cut}");
+            }
+        }
+        // Without the second type, the same message is priced.
+        let one = message.replace(r#""type":"response.output_audio.delta""#, "");
+        let mut e = env("{}");
+        let mut s = RealtimeSession::new("x".into(), "gpt-realtime".into(), 0);
+        feed_server(&mut s, &mut e, &text(&one), &[50], 0);
+        assert!(s.spend > 0);
+    }
+
+    proptest::proptest! {
+        /// What a message's tail keeps is its last bytes, however they came.
+        #[test]
+        fn a_message_tail_is_its_last_bytes(
+            pieces in proptest::collection::vec(proptest::collection::vec(0u8..=255, 0..300), 0..8),
+        ) {
+            let mut tail = MessageTail::new();
+            let mut all = Vec::new();
+            for piece in &pieces {
+                let mut scratch = [0; LAST_TYPE_PROBE];
+                all.extend_from_slice(piece);
+                let last = &all[all.len().saturating_sub(LAST_TYPE_PROBE)..];
+                proptest::prop_assert_eq!(tail.with(piece, &mut scratch), last);
+                tail.push(piece);
+                proptest::prop_assert_eq!(tail.kept(), last);
+            }
         }
     }
 
