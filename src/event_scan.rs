@@ -380,6 +380,7 @@ impl EventScanner {
             Phase::Streaming => {
                 std::mem::swap(&mut self.reference, &mut self.head);
                 self.reference_end = None;
+                self.reference_one_line = false;
             }
         }
         self.head.clear();

@@ -237,15 +237,18 @@ impl MessageTail {
         scratch.get(..joined).unwrap_or_default()
     }
 
+    /// Keeps the last bytes once `data` follows: what stays of the kept
+    /// bytes moves to the front, `data` (or its end) goes after it.
     fn push(&mut self, data: &[u8]) {
-        let mut scratch = [0; LAST_TYPE_PROBE];
-        let mut bytes = [0; LAST_TYPE_PROBE];
-        let joined = self.with(data, &mut scratch);
-        let len = joined.len();
-        if let Some(to) = bytes.get_mut(..len) {
-            to.copy_from_slice(joined);
+        let data = data
+            .get(data.len().saturating_sub(LAST_TYPE_PROBE)..)
+            .unwrap_or_default();
+        let keep = self.len.min(LAST_TYPE_PROBE - data.len());
+        self.bytes.copy_within(self.len - keep..self.len, 0);
+        if let Some(to) = self.bytes.get_mut(keep..keep + data.len()) {
+            to.copy_from_slice(data);
         }
-        (self.bytes, self.len) = (bytes, len);
+        self.len = keep + data.len();
     }
 }
 
