@@ -32,7 +32,7 @@ use crate::common_prefix::common_prefix_len;
 use crate::json_scan::{
     ends_literal, in_literal, starts_literal, JsonScanner, PathSpec, ScanError,
 };
-use crate::string_end::{string_end, StringEnd};
+use crate::string_end::{first_stop_in_lane, string_end, StringEnd};
 
 /// The most bytes of an event compared with the next one's (and held while
 /// they match).
@@ -236,15 +236,27 @@ impl EventScanner {
                     .rev()
                     .take_while(|&&b| b == b'\\')
                     .count();
-                let StringEnd::Closed(quote) = string_end(event, at + backslashes % 2) else {
-                    return None;
+                let escaped_first = backslashes % 2 == 1;
+                // Text the event does not share may not end its line. The
+                // usual difference, a short token without escapes, ends (and
+                // is seen to hold no line end) within one vector lane.
+                at = match first_stop_in_lane(event, at).filter(|_| !escaped_first) {
+                    Some((quote, b'"')) => quote,
+                    Some((_, b'\r' | b'\n')) if extent == Extent::Line => return None,
+                    _ => {
+                        let from = at + usize::from(escaped_first);
+                        let StringEnd::Closed(quote) = string_end(event, from) else {
+                            return None;
+                        };
+                        let differing = event.get(at..quote).unwrap_or_default();
+                        if extent == Extent::Line
+                            && differing.iter().any(|&b| b == b'\r' || b == b'\n')
+                        {
+                            return None;
+                        }
+                        quote
+                    }
                 };
-                // Text the event does not share may not end its line.
-                let differing = event.get(at..quote).unwrap_or_default();
-                if extent == Extent::Line && differing.iter().any(|&b| b == b'\r' || b == b'\n') {
-                    return None;
-                }
-                at = quote;
             }
             at_ref = to;
             next_value += 1;

@@ -1085,8 +1085,11 @@ mod tests {
             ) {
                 let mut stream = String::new();
                 for (e, how, at) in &events {
-                    // Between tokens (after `{"model":"m",`) or not.
-                    let cut = [1, 13, 24, e.len() - 1][at.index(4)];
+                    // Between tokens (after `{"model":"m",`) or not, or at
+                    // the start of the content's text: a line end inside the
+                    // text that differs from the last event's.
+                    let content = e.find(r#""content":""#).map_or(1, |i| i + 11);
+                    let cut = [1, 13, 24, e.len() - 1, content][at.index(5)];
                     let (head, tail) = e.split_at(cut);
                     stream.push_str(&match how {
                         0 => format!("data: {e}\r\n\r\n"),

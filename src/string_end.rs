@@ -9,7 +9,9 @@
 //! bytes (which stopped a byte search at each one) is read as fast as text
 //! without. In the filter's build (Wasm SIMD) and natively on x86-64
 //! (SSE2) a block's masks take a few vector instructions; elsewhere they
-//! are built byte by byte.
+//! are built byte by byte. [`first_stop_in_lane`] reads one 16-byte lane
+//! for the first quote, backslash or line end: where an SSE event's token
+//! that differs from the last event's ends, in one step.
 
 /// Where a string whose text starts at `chunk[from]` ends in this chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +43,84 @@ pub fn string_end(chunk: &[u8], from: usize) -> StringEnd {
         return StringEnd::Closed(from + first);
     }
     escaped_string_end(text.get(first..).unwrap_or(&[]), from + first)
+}
+
+/// How many bytes [`first_stop_in_lane`] reads.
+pub const LANE: usize = 16;
+
+/// The first quote, backslash, CR or LF among the [`LANE`] bytes from
+/// `chunk[from]` on, and where it is; `None` when none of them is one, or
+/// the chunk has fewer bytes left. One vector step: a short string's text
+/// (an SSE event's token) is found to end, and to hold no line end, at once.
+#[inline]
+pub fn first_stop_in_lane(chunk: &[u8], from: usize) -> Option<(usize, u8)> {
+    let lane = chunk
+        .get(from..)
+        .and_then(|rest| rest.first_chunk::<LANE>())?;
+    let stops = stop_mask(lane);
+    if stops == 0 {
+        return None;
+    }
+    let at = stops.trailing_zeros() as usize;
+    lane.get(at).map(|&b| (from + at, b))
+}
+
+/// Bit `i`: `lane[i]` is a quote, a backslash, a CR or a LF.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn stop_mask(lane: &[u8; LANE]) -> u16 {
+    use core::arch::wasm32::{u8x16_bitmask, u8x16_eq, u8x16_splat, v128_or};
+    let v = crate::wasm_lane::load(lane);
+    u8x16_bitmask(v128_or(
+        v128_or(
+            u8x16_eq(v, u8x16_splat(b'"')),
+            u8x16_eq(v, u8x16_splat(b'\\')),
+        ),
+        v128_or(
+            u8x16_eq(v, u8x16_splat(b'\r')),
+            u8x16_eq(v, u8x16_splat(b'\n')),
+        ),
+    ))
+}
+
+/// Bit `i`: `lane[i]` is a quote, a backslash, a CR or a LF.
+#[cfg(target_arch = "x86_64")]
+fn stop_mask(lane: &[u8; LANE]) -> u16 {
+    use core::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+    // SAFETY: SSE2 is part of every x86-64 CPU; the load reads the 16 bytes
+    // of `lane` (unaligned loads are allowed).
+    let stops = unsafe {
+        let v = _mm_loadu_si128(lane.as_ptr().cast::<__m128i>());
+        let is = |b: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8));
+        _mm_movemask_epi8(_mm_or_si128(
+            _mm_or_si128(is(b'"'), is(b'\\')),
+            _mm_or_si128(is(b'\r'), is(b'\n')),
+        ))
+    };
+    // movemask sets only the low 16 bits.
+    stops as u16
+}
+
+/// Bit `i`: `lane[i]` is a quote, a backslash, a CR or a LF.
+#[cfg(not(any(
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    target_arch = "x86_64"
+)))]
+fn stop_mask(lane: &[u8; LANE]) -> u16 {
+    lane.iter().enumerate().fold(0, |mask, (i, &b)| {
+        mask | (u16::from(matches!(b, b'"' | b'\\' | b'\r' | b'\n')) << i)
+    })
+}
+
+/// [`first_stop_in_lane`] byte by byte: what the vector step is checked against.
+#[doc(hidden)]
+pub fn first_stop_in_lane_bytewise(chunk: &[u8], from: usize) -> Option<(usize, u8)> {
+    let lane = chunk.get(from..from.checked_add(LANE)?)?;
+    let at = lane
+        .iter()
+        .position(|b| matches!(b, b'"' | b'\\' | b'\r' | b'\n'))?;
+    lane.get(at).map(|&b| (from + at, b))
 }
 
 /// [`string_end`] from the string's first backslash, `text`, at `chunk[from]`.
@@ -191,12 +271,20 @@ pub fn check_sweep() -> Result<usize, String> {
     let mut check = |text: &[u8], from: usize| {
         checked += 1;
         let (got, want) = (string_end(text, from), string_end_bytewise(text, from));
-        if got == want {
-            Ok(())
-        } else {
+        let (stop, stop_wanted) = (
+            first_stop_in_lane(text, from),
+            first_stop_in_lane_bytewise(text, from),
+        );
+        if got != want {
             Err(format!(
                 "{text:?} from {from}: {got:?}, a bytewise reading {want:?}"
             ))
+        } else if stop != stop_wanted {
+            Err(format!(
+                "{text:?} from {from}: first stop {stop:?}, a bytewise reading {stop_wanted:?}"
+            ))
+        } else {
+            Ok(())
         }
     };
     for run in 0..=130usize {
@@ -209,7 +297,7 @@ pub fn check_sweep() -> Result<usize, String> {
             check(text.get(..start + run).unwrap_or(&[]), 0)?;
         }
     }
-    const BYTES: [u8; 8] = [b'a', b'\\', b'"', b'\\', 0xE9, b'n', 0, b'\\'];
+    const BYTES: [u8; 10] = [b'a', b'\\', b'"', b'\\', 0xE9, b'n', 0, b'\\', b'\r', b'\n'];
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = move || {
         // xorshift64: deterministic, and enough to mix the bytes.
@@ -221,7 +309,7 @@ pub fn check_sweep() -> Result<usize, String> {
     for _ in 0..20_000 {
         let len = (next() % 400) as usize;
         let text: Vec<u8> = (0..len)
-            .map(|_| BYTES.get((next() % 8) as usize).copied().unwrap_or(0))
+            .map(|_| BYTES.get((next() % 10) as usize).copied().unwrap_or(0))
             .collect();
         for from in [0, 1, 63, 64, 65] {
             check(&text, from.min(len))?;

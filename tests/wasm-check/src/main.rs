@@ -1,4 +1,4 @@
-//! The core's vector code (`string_end`'s block masks, `common_prefix`'s lanes and the UTF-8
+//! The core's vector code (`string_end`'s block masks and first-stop lane, `common_prefix`'s lanes and the UTF-8
 //! validator's ASCII blocks: Wasm SIMD in the filter's build, SSE2 or words
 //! in native tests) checked against a byte-by-byte reading, compiled as the
 //! filter is (wasm32-wasip1 with `simd128`) and run in V8 by `make
