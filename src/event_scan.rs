@@ -32,7 +32,7 @@ use crate::common_prefix::common_prefix_len;
 use crate::json_scan::{
     ends_literal, in_literal, starts_literal, JsonScanner, PathSpec, ScanError,
 };
-use crate::string_end::{first_stop_in_lane, string_end, StringEnd};
+use crate::string_end::{string_end, string_end_in_lane, StringEnd};
 
 /// The most bytes of an event compared with the next one's (and held while
 /// they match).
@@ -238,12 +238,12 @@ impl EventScanner {
                     .count();
                 let escaped_first = backslashes % 2 == 1;
                 // Text the event does not share may not end its line. The
-                // usual difference, a short token without escapes, ends (and
-                // is seen to hold no line end) within one vector lane.
-                at = match first_stop_in_lane(event, at).filter(|_| !escaped_first) {
-                    Some((quote, b'"')) => quote,
-                    Some((_, b'\r' | b'\n')) if extent == Extent::Line => return None,
-                    _ => {
+                // usual difference, a short token, ends (and is checked for
+                // line ends) within one vector lane.
+                at = match string_end_in_lane(event, at, escaped_first) {
+                    Some((_, true)) if extent == Extent::Line => return None,
+                    Some((quote, _)) => quote,
+                    None => {
                         let from = at + usize::from(escaped_first);
                         let StringEnd::Closed(quote) = string_end(event, from) else {
                             return None;

@@ -9,9 +9,9 @@
 //! bytes (which stopped a byte search at each one) is read as fast as text
 //! without. In the filter's build (Wasm SIMD) and natively on x86-64
 //! (SSE2) a block's masks take a few vector instructions; elsewhere they
-//! are built byte by byte. [`first_stop_in_lane`] reads one 16-byte lane
-//! for the first quote, backslash or line end: where an SSE event's token
-//! that differs from the last event's ends, in one step.
+//! are built byte by byte. [`string_end_in_lane`] reads one 16-byte lane
+//! the same way, and notes line ends: where an SSE event's token that
+//! differs from the last event's ends, in one step.
 
 /// Where a string whose text starts at `chunk[from]` ends in this chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,24 +45,37 @@ pub fn string_end(chunk: &[u8], from: usize) -> StringEnd {
     escaped_string_end(text.get(first..).unwrap_or(&[]), from + first)
 }
 
-/// How many bytes [`first_stop_in_lane`] reads.
+/// How many bytes [`string_end_in_lane`] reads.
 pub const LANE: usize = 16;
 
-/// The first quote, backslash, CR or LF among the [`LANE`] bytes from
-/// `chunk[from]` on, and where it is; `None` when none of them is one, or
-/// the chunk has fewer bytes left. One vector step: a short string's text
-/// (an SSE event's token) is found to end, and to hold no line end, at once.
+/// Where a string whose text starts at `chunk[from]` ends, when it ends
+/// within the [`LANE`] bytes from there (and the chunk holds all of them),
+/// and whether a CR or LF comes before that end. `escaped_first`: the byte
+/// at `from` is escaped by a backslash before it. One vector step: an SSE
+/// event's token that differs from the last event's is found to end, and
+/// checked for line ends, at once, escapes or not.
 #[inline]
-pub fn first_stop_in_lane(chunk: &[u8], from: usize) -> Option<(usize, u8)> {
+pub fn string_end_in_lane(chunk: &[u8], from: usize, escaped_first: bool) -> Option<(usize, bool)> {
     let lane = chunk
         .get(from..)
         .and_then(|rest| rest.first_chunk::<LANE>())?;
-    let stops = stop_mask(lane);
-    if stops == 0 {
+    // The usual token has no escape and no line end: its first stop is
+    // its closing quote (one mask).
+    let first_stop = stop_mask(lane).trailing_zeros() as usize;
+    match lane.get(first_stop) {
+        None => return None,
+        Some(b'"') if !escaped_first => return Some((from + first_stop, false)),
+        Some(_) => {}
+    }
+    let (quotes, backslashes, line_ends) = lane_masks(lane);
+    let escaped = escaped_positions(u64::from(backslashes), escaped_first).0;
+    let closing = u64::from(quotes) & !escaped;
+    if closing == 0 {
         return None;
     }
-    let at = stops.trailing_zeros() as usize;
-    lane.get(at).map(|&b| (from + at, b))
+    let at = closing.trailing_zeros();
+    let before = (1u64 << at) - 1;
+    Some((from + at as usize, u64::from(line_ends) & before != 0))
 }
 
 /// Bit `i`: `lane[i]` is a quote, a backslash, a CR or a LF.
@@ -70,15 +83,10 @@ pub fn first_stop_in_lane(chunk: &[u8], from: usize) -> Option<(usize, u8)> {
 fn stop_mask(lane: &[u8; LANE]) -> u16 {
     use core::arch::wasm32::{u8x16_bitmask, u8x16_eq, u8x16_splat, v128_or};
     let v = crate::wasm_lane::load(lane);
+    let is = |b: u8| u8x16_eq(v, u8x16_splat(b));
     u8x16_bitmask(v128_or(
-        v128_or(
-            u8x16_eq(v, u8x16_splat(b'"')),
-            u8x16_eq(v, u8x16_splat(b'\\')),
-        ),
-        v128_or(
-            u8x16_eq(v, u8x16_splat(b'\r')),
-            u8x16_eq(v, u8x16_splat(b'\n')),
-        ),
+        v128_or(is(b'"'), is(b'\\')),
+        v128_or(is(b'\r'), is(b'\n')),
     ))
 }
 
@@ -108,19 +116,82 @@ fn stop_mask(lane: &[u8; LANE]) -> u16 {
     target_arch = "x86_64"
 )))]
 fn stop_mask(lane: &[u8; LANE]) -> u16 {
-    lane.iter().enumerate().fold(0, |mask, (i, &b)| {
-        mask | (u16::from(matches!(b, b'"' | b'\\' | b'\r' | b'\n')) << i)
-    })
+    let (quotes, backslashes, line_ends) = lane_masks(lane);
+    quotes | backslashes | line_ends
 }
 
-/// [`first_stop_in_lane`] byte by byte: what the vector step is checked against.
+/// Bit `i` of each: `lane[i]` is a quote; a backslash; a CR or a LF.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn lane_masks(lane: &[u8; LANE]) -> (u16, u16, u16) {
+    use core::arch::wasm32::{u8x16_bitmask, u8x16_eq, u8x16_splat, v128_or};
+    let v = crate::wasm_lane::load(lane);
+    let is = |b: u8| u8x16_eq(v, u8x16_splat(b));
+    (
+        u8x16_bitmask(is(b'"')),
+        u8x16_bitmask(is(b'\\')),
+        u8x16_bitmask(v128_or(is(b'\r'), is(b'\n'))),
+    )
+}
+
+/// Bit `i` of each: `lane[i]` is a quote; a backslash; a CR or a LF.
+#[cfg(target_arch = "x86_64")]
+fn lane_masks(lane: &[u8; LANE]) -> (u16, u16, u16) {
+    use core::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+    // SAFETY: SSE2 is part of every x86-64 CPU; the load reads the 16 bytes
+    // of `lane` (unaligned loads are allowed).
+    let (quotes, backslashes, line_ends) = unsafe {
+        let v = _mm_loadu_si128(lane.as_ptr().cast::<__m128i>());
+        let is = |b: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8));
+        (
+            _mm_movemask_epi8(is(b'"')),
+            _mm_movemask_epi8(is(b'\\')),
+            _mm_movemask_epi8(_mm_or_si128(is(b'\r'), is(b'\n'))),
+        )
+    };
+    // movemask sets only the low 16 bits.
+    (quotes as u16, backslashes as u16, line_ends as u16)
+}
+
+/// Bit `i` of each: `lane[i]` is a quote; a backslash; a CR or a LF.
+#[cfg(not(any(
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    target_arch = "x86_64"
+)))]
+fn lane_masks(lane: &[u8; LANE]) -> (u16, u16, u16) {
+    let mask = |f: fn(u8) -> bool| {
+        lane.iter()
+            .enumerate()
+            .fold(0u16, |mask, (i, &b)| mask | (u16::from(f(b)) << i))
+    };
+    (
+        mask(|b| b == b'"'),
+        mask(|b| b == b'\\'),
+        mask(|b| b == b'\r' || b == b'\n'),
+    )
+}
+
+/// [`string_end_in_lane`] byte by byte: what the vector step is checked against.
 #[doc(hidden)]
-pub fn first_stop_in_lane_bytewise(chunk: &[u8], from: usize) -> Option<(usize, u8)> {
+pub fn string_end_in_lane_bytewise(
+    chunk: &[u8],
+    from: usize,
+    escaped_first: bool,
+) -> Option<(usize, bool)> {
     let lane = chunk.get(from..from.checked_add(LANE)?)?;
-    let at = lane
-        .iter()
-        .position(|b| matches!(b, b'"' | b'\\' | b'\r' | b'\n'))?;
-    lane.get(at).map(|&b| (from + at, b))
+    let (mut escaped, mut line_end) = (escaped_first, false);
+    for (i, &b) in lane.iter().enumerate() {
+        if escaped {
+            escaped = false;
+        } else if b == b'\\' {
+            escaped = true;
+        } else if b == b'"' {
+            return Some((from + i, line_end));
+        }
+        line_end |= b == b'\r' || b == b'\n';
+    }
+    None
 }
 
 /// [`string_end`] from the string's first backslash, `text`, at `chunk[from]`.
@@ -271,17 +342,19 @@ pub fn check_sweep() -> Result<usize, String> {
     let mut check = |text: &[u8], from: usize| {
         checked += 1;
         let (got, want) = (string_end(text, from), string_end_bytewise(text, from));
-        let (stop, stop_wanted) = (
-            first_stop_in_lane(text, from),
-            first_stop_in_lane_bytewise(text, from),
-        );
+        let lane_ends = [false, true].map(|escaped_first| {
+            (
+                string_end_in_lane(text, from, escaped_first),
+                string_end_in_lane_bytewise(text, from, escaped_first),
+            )
+        });
         if got != want {
             Err(format!(
                 "{text:?} from {from}: {got:?}, a bytewise reading {want:?}"
             ))
-        } else if stop != stop_wanted {
+        } else if let Some((got, want)) = lane_ends.iter().find(|(got, want)| got != want) {
             Err(format!(
-                "{text:?} from {from}: first stop {stop:?}, a bytewise reading {stop_wanted:?}"
+                "{text:?} from {from}: in one lane {got:?}, a bytewise reading {want:?}"
             ))
         } else {
             Ok(())

@@ -1,11 +1,12 @@
 #![no_main]
 //! Where a string's text ends, read in 64-byte blocks as quote and
 //! backslash masks, against reading it byte by byte: the same closing quote,
-//! or the same pending escape; and the first quote, backslash or line end
-//! of one 16-byte lane, against the same bytes read one at a time. The first
-//! byte picks where the text starts.
+//! or the same pending escape; and where it ends within one 16-byte lane
+//! (whatever escapes the first byte), and whether a line end comes first,
+//! against the same bytes read one at a time. The first byte picks where the
+//! text starts.
 use costguard::string_end::{
-    first_stop_in_lane, first_stop_in_lane_bytewise, string_end, string_end_bytewise,
+    string_end, string_end_bytewise, string_end_in_lane, string_end_in_lane_bytewise,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -15,8 +16,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let from = usize::from(start).min(text.len());
     assert_eq!(string_end(text, from), string_end_bytewise(text, from));
-    assert_eq!(
-        first_stop_in_lane(text, from),
-        first_stop_in_lane_bytewise(text, from)
-    );
+    for escaped_first in [false, true] {
+        assert_eq!(
+            string_end_in_lane(text, from, escaped_first),
+            string_end_in_lane_bytewise(text, from, escaped_first)
+        );
+    }
 });

@@ -251,15 +251,25 @@ fn escapes_on_either_side_of_a_difference_are_read_from_the_string_start() {
 fn a_quote_escaped_by_the_shared_bytes_is_not_a_string_end() {
     // The event shares `{"c":"a\` with the reference and then has `"}`: that
     // quote is escaped, so the string never ends — though the bytes from it
-    // on equal the reference's from its closing quote on.
-    let reference = br#"{"c":"a\nb"}"#;
-    let event = br#"{"c":"a\"}"#;
-    let mut s = EventScanner::new(USAGE_PATHS, 64);
-    assert_eq!(next_event_of(&mut s, reference), (Ok(()), Phase::Scanned));
-    assert_eq!(
-        next_event_of(&mut s, event),
-        (Err(ScanError::Truncated), Phase::Scanned)
-    );
+    // on equal the reference's from its closing quote on. Then the same with
+    // a whole vector lane after the difference (read in one step), where
+    // the escaped quote does end a string: not the reference's.
+    for (reference, event, error) in [
+        (
+            &br#"{"c":"a\nb"}"#[..],
+            &br#"{"c":"a\"}"#[..],
+            ScanError::Truncated,
+        ),
+        (
+            br#"{"c":"a\nb","d":"0123456789abcdef"}"#,
+            br#"{"c":"a\","d":"0123456789abcdef"}"#,
+            ScanError::Syntax,
+        ),
+    ] {
+        let mut s = EventScanner::new(USAGE_PATHS, 64);
+        assert_eq!(next_event_of(&mut s, reference), (Ok(()), Phase::Scanned));
+        assert_eq!(next_event_of(&mut s, event), (Err(error), Phase::Scanned));
+    }
 }
 
 #[test]
