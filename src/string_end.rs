@@ -45,155 +45,6 @@ pub fn string_end(chunk: &[u8], from: usize) -> StringEnd {
     escaped_string_end(text.get(first..).unwrap_or(&[]), from + first)
 }
 
-/// How many bytes [`string_end_in_lane`] reads.
-pub const LANE: usize = 16;
-
-/// Where a string whose text starts at `chunk[from]` ends, when it ends
-/// within the [`LANE`] bytes from there (and the chunk holds all of them),
-/// and whether a CR or LF comes before that end. `escaped_first`: the byte
-/// at `from` is escaped by a backslash before it. One vector step: an SSE
-/// event's token that differs from the last event's is found to end, and
-/// checked for line ends, at once, escapes or not.
-#[inline]
-pub fn string_end_in_lane(chunk: &[u8], from: usize, escaped_first: bool) -> Option<(usize, bool)> {
-    let lane = chunk
-        .get(from..)
-        .and_then(|rest| rest.first_chunk::<LANE>())?;
-    // The usual token has no escape and no line end: its first stop is
-    // its closing quote (one mask).
-    let first_stop = stop_mask(lane).trailing_zeros() as usize;
-    match lane.get(first_stop) {
-        None => return None,
-        Some(b'"') if !escaped_first => return Some((from + first_stop, false)),
-        Some(_) => {}
-    }
-    let (quotes, backslashes, line_ends) = lane_masks(lane);
-    let escaped = escaped_positions(u64::from(backslashes), escaped_first).0;
-    let closing = u64::from(quotes) & !escaped;
-    if closing == 0 {
-        return None;
-    }
-    let at = closing.trailing_zeros();
-    let before = (1u64 << at) - 1;
-    Some((from + at as usize, u64::from(line_ends) & before != 0))
-}
-
-/// Bit `i`: `lane[i]` is a quote, a backslash, a CR or a LF.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-fn stop_mask(lane: &[u8; LANE]) -> u16 {
-    use core::arch::wasm32::{u8x16_bitmask, u8x16_eq, u8x16_splat, v128_or};
-    let v = crate::wasm_lane::load(lane);
-    let is = |b: u8| u8x16_eq(v, u8x16_splat(b));
-    u8x16_bitmask(v128_or(
-        v128_or(is(b'"'), is(b'\\')),
-        v128_or(is(b'\r'), is(b'\n')),
-    ))
-}
-
-/// Bit `i`: `lane[i]` is a quote, a backslash, a CR or a LF.
-#[cfg(target_arch = "x86_64")]
-fn stop_mask(lane: &[u8; LANE]) -> u16 {
-    use core::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-    };
-    // SAFETY: SSE2 is part of every x86-64 CPU; the load reads the 16 bytes
-    // of `lane` (unaligned loads are allowed).
-    let stops = unsafe {
-        let v = _mm_loadu_si128(lane.as_ptr().cast::<__m128i>());
-        let is = |b: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8));
-        _mm_movemask_epi8(_mm_or_si128(
-            _mm_or_si128(is(b'"'), is(b'\\')),
-            _mm_or_si128(is(b'\r'), is(b'\n')),
-        ))
-    };
-    // movemask sets only the low 16 bits.
-    stops as u16
-}
-
-/// Bit `i`: `lane[i]` is a quote, a backslash, a CR or a LF.
-#[cfg(not(any(
-    all(target_arch = "wasm32", target_feature = "simd128"),
-    target_arch = "x86_64"
-)))]
-fn stop_mask(lane: &[u8; LANE]) -> u16 {
-    let (quotes, backslashes, line_ends) = lane_masks(lane);
-    quotes | backslashes | line_ends
-}
-
-/// Bit `i` of each: `lane[i]` is a quote; a backslash; a CR or a LF.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-fn lane_masks(lane: &[u8; LANE]) -> (u16, u16, u16) {
-    use core::arch::wasm32::{u8x16_bitmask, u8x16_eq, u8x16_splat, v128_or};
-    let v = crate::wasm_lane::load(lane);
-    let is = |b: u8| u8x16_eq(v, u8x16_splat(b));
-    (
-        u8x16_bitmask(is(b'"')),
-        u8x16_bitmask(is(b'\\')),
-        u8x16_bitmask(v128_or(is(b'\r'), is(b'\n'))),
-    )
-}
-
-/// Bit `i` of each: `lane[i]` is a quote; a backslash; a CR or a LF.
-#[cfg(target_arch = "x86_64")]
-fn lane_masks(lane: &[u8; LANE]) -> (u16, u16, u16) {
-    use core::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-    };
-    // SAFETY: SSE2 is part of every x86-64 CPU; the load reads the 16 bytes
-    // of `lane` (unaligned loads are allowed).
-    let (quotes, backslashes, line_ends) = unsafe {
-        let v = _mm_loadu_si128(lane.as_ptr().cast::<__m128i>());
-        let is = |b: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8));
-        (
-            _mm_movemask_epi8(is(b'"')),
-            _mm_movemask_epi8(is(b'\\')),
-            _mm_movemask_epi8(_mm_or_si128(is(b'\r'), is(b'\n'))),
-        )
-    };
-    // movemask sets only the low 16 bits.
-    (quotes as u16, backslashes as u16, line_ends as u16)
-}
-
-/// Bit `i` of each: `lane[i]` is a quote; a backslash; a CR or a LF.
-#[cfg(not(any(
-    all(target_arch = "wasm32", target_feature = "simd128"),
-    target_arch = "x86_64"
-)))]
-fn lane_masks(lane: &[u8; LANE]) -> (u16, u16, u16) {
-    let mask = |f: fn(u8) -> bool| {
-        lane.iter()
-            .enumerate()
-            .fold(0u16, |mask, (i, &b)| mask | (u16::from(f(b)) << i))
-    };
-    (
-        mask(|b| b == b'"'),
-        mask(|b| b == b'\\'),
-        mask(|b| b == b'\r' || b == b'\n'),
-    )
-}
-
-/// [`string_end_in_lane`] byte by byte: what the vector step is checked against.
-#[doc(hidden)]
-pub fn string_end_in_lane_bytewise(
-    chunk: &[u8],
-    from: usize,
-    escaped_first: bool,
-) -> Option<(usize, bool)> {
-    let lane = chunk.get(from..from.checked_add(LANE)?)?;
-    let (mut escaped, mut line_end) = (escaped_first, false);
-    for (i, &b) in lane.iter().enumerate() {
-        if escaped {
-            escaped = false;
-        } else if b == b'\\' {
-            escaped = true;
-        } else if b == b'"' {
-            return Some((from + i, line_end));
-        }
-        line_end |= b == b'\r' || b == b'\n';
-    }
-    None
-}
-
 /// [`string_end`] from the string's first backslash, `text`, at `chunk[from]`.
 #[inline(never)]
 fn escaped_string_end(text: &[u8], from: usize) -> StringEnd {
@@ -258,56 +109,125 @@ fn escaped_positions(backslashes: u64, first_escaped: bool) -> (u64, bool) {
 }
 
 /// Bit `i` of each: `block[i]` is a quote; `block[i]` is a backslash.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 fn masks(block: &[u8; BLOCK]) -> (u64, u64) {
-    use core::arch::wasm32::{u8x16_bitmask, u8x16_eq, u8x16_splat};
-    let (lanes, _) = block.as_chunks::<16>();
+    let (lanes, _) = block.as_chunks::<LANE>();
     let (mut quotes, mut backslashes) = (0u64, 0u64);
     for (i, lane) in lanes.iter().enumerate() {
-        let v = crate::wasm_lane::load(lane);
-        quotes |= u64::from(u8x16_bitmask(u8x16_eq(v, u8x16_splat(b'"')))) << (16 * i);
-        backslashes |= u64::from(u8x16_bitmask(u8x16_eq(v, u8x16_splat(b'\\')))) << (16 * i);
+        let v = Lane::load(lane);
+        quotes |= u64::from(v.bits([b'"'])) << (LANE * i);
+        backslashes |= u64::from(v.bits([b'\\'])) << (LANE * i);
     }
     (quotes, backslashes)
 }
 
-/// Bit `i` of each: `block[i]` is a quote; `block[i]` is a backslash.
+/// How many bytes [`string_end_in_lane`] reads.
+pub const LANE: usize = 16;
+
+/// Where a string whose text starts at `chunk[from]` ends, when it ends
+/// within the [`LANE`] bytes from there (and the chunk holds all of them),
+/// and whether a CR or LF comes before that end. `escaped_first`: the byte
+/// at `from` is escaped by a backslash before it. One vector step: an SSE
+/// event's token that differs from the last event's is found to end, and
+/// checked for line ends, at once, escapes or not.
+#[inline]
+pub fn string_end_in_lane(chunk: &[u8], from: usize, escaped_first: bool) -> Option<(usize, bool)> {
+    let lane = chunk
+        .get(from..)
+        .and_then(|rest| rest.first_chunk::<LANE>())?;
+    let v = Lane::load(lane);
+    // The usual token has no escape and no line end: its first stop is
+    // its closing quote (one mask).
+    let first_stop = v.bits([b'"', b'\\', b'\r', b'\n']).trailing_zeros() as usize;
+    match lane.get(first_stop) {
+        None => return None,
+        Some(b'"') if !escaped_first => return Some((from + first_stop, false)),
+        Some(_) => {}
+    }
+    let escaped = escaped_positions(u64::from(v.bits([b'\\'])), escaped_first).0;
+    let closing = u64::from(v.bits([b'"'])) & !escaped;
+    if closing == 0 {
+        return None;
+    }
+    let at = closing.trailing_zeros();
+    let before = (1u64 << at) - 1;
+    let line_ends = v.bits([b'\r', b'\n']);
+    Some((from + at as usize, u64::from(line_ends) & before != 0))
+}
+
+/// One [`LANE`] of bytes in a vector register (Wasm SIMD in the filter's
+/// build, SSE2 on x86-64, the bytes themselves elsewhere): the one place the
+/// masks above are built.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+struct Lane(core::arch::wasm32::v128);
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+impl Lane {
+    fn load(bytes: &[u8; LANE]) -> Lane {
+        Lane(crate::wasm_lane::load(bytes))
+    }
+
+    /// Bit `i`: byte `i` is one of `bytes`.
+    fn bits<const N: usize>(&self, bytes: [u8; N]) -> u16 {
+        use core::arch::wasm32::{u8x16_bitmask, u8x16_eq, u8x16_splat, v128_or};
+        let any = bytes.iter().fold(u8x16_splat(0), |any, &b| {
+            v128_or(any, u8x16_eq(self.0, u8x16_splat(b)))
+        });
+        u8x16_bitmask(any)
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
-fn masks(block: &[u8; BLOCK]) -> (u64, u64) {
-    use core::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
-    };
-    let (lanes, _) = block.as_chunks::<16>();
-    let (mut quotes, mut backslashes) = (0u64, 0u64);
-    for (i, lane) in lanes.iter().enumerate() {
+struct Lane(core::arch::x86_64::__m128i);
+
+#[cfg(target_arch = "x86_64")]
+impl Lane {
+    fn load(bytes: &[u8; LANE]) -> Lane {
+        use core::arch::x86_64::{__m128i, _mm_loadu_si128};
         // SAFETY: SSE2 is part of every x86-64 CPU; the load reads the 16
-        // bytes of `lane` (unaligned loads are allowed).
-        let (q, b) = unsafe {
-            let v = _mm_loadu_si128(lane.as_ptr().cast::<__m128i>());
-            (
-                _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8))),
-                _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8))),
-            )
+        // bytes of `bytes` (unaligned loads are allowed).
+        Lane(unsafe { _mm_loadu_si128(bytes.as_ptr().cast::<__m128i>()) })
+    }
+
+    /// Bit `i`: byte `i` is one of `bytes`.
+    fn bits<const N: usize>(&self, bytes: [u8; N]) -> u16 {
+        use core::arch::x86_64::{
+            _mm_cmpeq_epi8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8, _mm_setzero_si128,
+        };
+        // SAFETY: SSE2 is part of every x86-64 CPU (the intrinsics need
+        // nothing else).
+        let any = unsafe {
+            let any = bytes.iter().fold(_mm_setzero_si128(), |any, &b| {
+                _mm_or_si128(any, _mm_cmpeq_epi8(self.0, _mm_set1_epi8(b as i8)))
+            });
+            _mm_movemask_epi8(any)
         };
         // movemask sets only the low 16 bits.
-        quotes |= u64::from(q as u16) << (16 * i);
-        backslashes |= u64::from(b as u16) << (16 * i);
+        any as u16
     }
-    (quotes, backslashes)
 }
 
-/// Bit `i` of each: `block[i]` is a quote; `block[i]` is a backslash.
 #[cfg(not(any(
     all(target_arch = "wasm32", target_feature = "simd128"),
     target_arch = "x86_64"
 )))]
-fn masks(block: &[u8; BLOCK]) -> (u64, u64) {
-    let (mut quotes, mut backslashes) = (0u64, 0u64);
-    for (i, &b) in block.iter().enumerate() {
-        quotes |= u64::from(b == b'"') << i;
-        backslashes |= u64::from(b == b'\\') << i;
+struct Lane([u8; LANE]);
+
+#[cfg(not(any(
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    target_arch = "x86_64"
+)))]
+impl Lane {
+    fn load(bytes: &[u8; LANE]) -> Lane {
+        Lane(*bytes)
     }
-    (quotes, backslashes)
+
+    /// Bit `i`: byte `i` is one of `bytes`.
+    fn bits<const N: usize>(&self, bytes: [u8; N]) -> u16 {
+        self.0
+            .iter()
+            .enumerate()
+            .fold(0, |mask, (i, b)| mask | (u16::from(bytes.contains(b)) << i))
+    }
 }
 
 /// The end as a byte-by-byte reading of the text says: the reference the
@@ -327,6 +247,28 @@ pub fn string_end_bytewise(chunk: &[u8], from: usize) -> StringEnd {
     StringEnd::Open {
         escape_pending: escaped,
     }
+}
+
+/// [`string_end_in_lane`] byte by byte: what the vector step is checked against.
+#[doc(hidden)]
+pub fn string_end_in_lane_bytewise(
+    chunk: &[u8],
+    from: usize,
+    escaped_first: bool,
+) -> Option<(usize, bool)> {
+    let lane = chunk.get(from..from.checked_add(LANE)?)?;
+    let (mut escaped, mut line_end) = (escaped_first, false);
+    for (i, &b) in lane.iter().enumerate() {
+        if escaped {
+            escaped = false;
+        } else if b == b'\\' {
+            escaped = true;
+        } else if b == b'"' {
+            return Some((from + i, line_end));
+        }
+        line_end |= b == b'\r' || b == b'\n';
+    }
+    None
 }
 
 /// Checks [`string_end`] against [`string_end_bytewise`] on a fixed sweep:
