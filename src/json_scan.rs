@@ -32,8 +32,18 @@ pub struct PlainValue {
     pub literal: bool,
 }
 
-/// The key paths to capture, from the document root.
+/// The key paths to capture, from the document root: at most
+/// [`MAX_TARGETS`] (each spec checks that where it is defined, with
+/// [`fits`]; a scanner captures none past it).
 pub type PathSpec = &'static [&'static [&'static str]];
+
+/// Most key paths one scanner captures.
+pub const MAX_TARGETS: usize = 8;
+
+/// Whether a scanner captures every path of `paths` (for a compile-time check).
+pub const fn fits(paths: PathSpec) -> bool {
+    paths.len() <= MAX_TARGETS
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -150,9 +160,11 @@ pub struct JsonScanner {
     path: [Key; MAX_PATH_LEN],
     key: Key,
     active: Option<ActiveCapture>,
-    captured: Vec<Option<Captured>>,
+    /// Inline, not allocated: a scanner is made for every request and
+    /// response body.
+    captured: [Option<Captured>; MAX_TARGETS],
     /// Where each captured value starts in the document.
-    captured_at: Vec<Option<u64>>,
+    captured_at: [Option<u64>; MAX_TARGETS],
     /// Bytes fed before the current chunk.
     fed: u64,
     error: Option<ScanError>,
@@ -196,8 +208,10 @@ impl Clone for JsonScanner {
         self.path = *path;
         self.key = *key;
         self.active.clone_from(active);
-        self.captured.clone_from(captured);
-        self.captured_at.clone_from(captured_at);
+        for (to, from) in self.captured.iter_mut().zip(captured) {
+            to.clone_from(from);
+        }
+        self.captured_at = *captured_at;
         self.fed = *fed;
         self.error = *error;
         self.value_from = *value_from;
@@ -216,8 +230,8 @@ impl JsonScanner {
             path: [Key::NONE; MAX_PATH_LEN],
             key: Key::NONE,
             active: None,
-            captured: vec![None; paths.len()],
-            captured_at: vec![None; paths.len()],
+            captured: [const { None }; MAX_TARGETS],
+            captured_at: [None; MAX_TARGETS],
             fed: 0,
             error: None,
             value_from: 0,
@@ -248,7 +262,7 @@ impl JsonScanner {
         self.state = end.state;
         self.active.clone_from(&end.active);
         self.error = end.error;
-        self.captured_at.clone_from(&end.captured_at);
+        self.captured_at = end.captured_at;
         self.value_from = end.value_from;
         self.fed = end.fed;
     }
@@ -290,9 +304,7 @@ impl JsonScanner {
         for c in &mut self.captured {
             *c = None;
         }
-        for c in &mut self.captured_at {
-            *c = None;
-        }
+        self.captured_at = [None; MAX_TARGETS];
         self.fed = 0;
         self.error = None;
         self.value_from = 0;
@@ -705,6 +717,7 @@ mod tests {
     use super::*;
 
     const PATHS: PathSpec = &[&["usage"], &["model"], &["response", "usage"], &["type"]];
+    const _: () = assert!(fits(PATHS));
 
     fn scan_split(doc: &[u8], splits: &[usize]) -> (JsonScanner, Result<(), ScanError>) {
         let mut s = JsonScanner::new(PATHS, 1024);

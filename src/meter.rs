@@ -34,6 +34,7 @@ pub const USAGE_PATHS: PathSpec = &[
     &["service_tier"],
     &["response", "service_tier"],
 ];
+const _: () = assert!(crate::json_scan::fits(USAGE_PATHS));
 const USAGE: usize = 0;
 const MODEL: usize = 1;
 const RESPONSE_USAGE: usize = 2;

@@ -100,14 +100,25 @@ pub fn json_number_to_units(
 /// zeros: 7_000_000 → "7", 4_200_000 → "4.2", 1 → "0.000001".
 /// The result is also a valid JSON number.
 pub fn format_usd(micros: Micros) -> String {
-    format_decimal_units(micros, 6)
+    usd_text(micros).to_string()
+}
+
+/// [`format_usd`]'s text without an allocation (filter state and headers
+/// of every priced response).
+pub fn usd_text(micros: Micros) -> DecimalText {
+    decimal_text(micros, 6)
 }
 
 /// A count of `10^-decimals` units as plain decimal text without trailing
 /// zeros (the inverse of [`parse_decimal_units`]); `decimals` at most 19.
-/// Digits are written by hand: this runs for every priced response (filter
-/// state, headers), and the formatting machinery costs several times more.
 pub fn format_decimal_units(units: u64, decimals: u32) -> String {
+    decimal_text(units, decimals).to_string()
+}
+
+/// [`format_decimal_units`]'s text, on the stack. Digits are written by
+/// hand: this runs for every priced response (filter state, headers), and
+/// the formatting machinery costs several times more.
+pub fn decimal_text(units: u64, decimals: u32) -> DecimalText {
     let decimals = decimals.min(19) as usize;
     // Positions past the last digit are '0': at least one digit before the point.
     let (digits, used) = decimal_digits(units);
@@ -117,13 +128,62 @@ pub fn format_decimal_units(units: u64, decimals: u32) -> String {
     let fraction = significant
         .and_then(|first| fraction.get(first..))
         .unwrap_or(&[]);
-    let mut text = Vec::with_capacity(whole.len() + 1 + fraction.len());
-    text.extend(whole.iter().rev());
-    if !fraction.is_empty() {
-        text.push(b'.');
-        text.extend(fraction.iter().rev());
+    let point: &[u8] = if fraction.is_empty() { b"" } else { b"." };
+    let mut text = DecimalText {
+        bytes: [0; DECIMAL_TEXT_CAP],
+        len: 0,
+    };
+    let bytes = whole.iter().rev().chain(point).chain(fraction.iter().rev());
+    for (slot, &b) in text.bytes.iter_mut().zip(bytes) {
+        *slot = b;
+        text.len += 1;
     }
-    String::from_utf8(text).unwrap_or_default()
+    text
+}
+
+/// At most 20 digits of a `u64` and a point (or "0." and 19 decimals).
+const DECIMAL_TEXT_CAP: usize = 21;
+
+/// Decimal text made by [`decimal_text`]: digits and at most one point.
+#[derive(Clone, Copy)]
+pub struct DecimalText {
+    bytes: [u8; DECIMAL_TEXT_CAP],
+    len: usize,
+}
+
+impl DecimalText {
+    pub fn as_str(&self) -> &str {
+        // ASCII digits and a point by construction.
+        self.bytes
+            .get(..self.len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for DecimalText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for DecimalText {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for DecimalText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for DecimalText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
 }
 
 /// The decimal digits of `n`, least significant first, and how many there
@@ -227,6 +287,9 @@ mod tests {
         assert_eq!(format_usd(u64::MAX), "18446744073709.551615");
         assert_eq!(format_decimal_units(u64::MAX, 19), "1.8446744073709551615");
         assert_eq!(format_decimal_units(10, 0), "10");
+        // The longest texts: all 20 digits, and a 19-decimal fraction.
+        assert_eq!(format_decimal_units(u64::MAX, 0), "18446744073709551615");
+        assert_eq!(format_decimal_units(1, 19), "0.0000000000000000001");
     }
 
     proptest::proptest! {

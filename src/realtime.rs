@@ -1425,7 +1425,8 @@ mod size_tests {
     #[test]
     fn a_session_is_small() {
         let size = std::mem::size_of::<super::RealtimeSession>();
-        // Inline state; heap: id, model, and the scanner's capture slots (a few hundred bytes).
-        assert!(size < 1024, "RealtimeSession is {size} bytes");
+        // Inline state, the scanner's capture slots included (~320 bytes);
+        // heap: id, model, and the captured values.
+        assert!(size < 1280, "RealtimeSession is {size} bytes");
     }
 }

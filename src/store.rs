@@ -32,33 +32,118 @@ pub trait Store {
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError>;
 }
 
-/// `prefix` then `n` in at least 8 decimal digits (`{n:08}`), written by
-/// hand: a slot's key is made for every store access of a request, and the
-/// formatting machinery costs several times more.
-pub(crate) fn numbered_key(prefix: &str, n: u32) -> String {
-    let (digits, used) = crate::money::decimal_digits(u64::from(n));
-    let digits = digits.get(..used.max(8)).unwrap_or(&digits);
-    let mut key = Vec::with_capacity(prefix.len() + digits.len());
-    key.extend_from_slice(prefix.as_bytes());
-    key.extend(digits.iter().rev());
-    String::from_utf8(key).unwrap_or_default()
+/// A store key: a prefix, then a slot number in at least 8 decimal digits
+/// (`{n:08}`). Made on the stack by hand: a slot's key is made for every
+/// store access of a request, and the formatting machinery and an
+/// allocation cost several times more.
+#[derive(Clone, Copy)]
+pub struct NumberedKey {
+    bytes: [u8; NUMBERED_KEY_CAP],
+    len: usize,
+}
+
+/// Longest key (prefixes are constants checked against it where they are
+/// defined, with [`NumberedKey::fits`]).
+const NUMBERED_KEY_CAP: usize = 40;
+/// Digits of the largest `u32`.
+const MAX_SLOT_DIGITS: usize = 10;
+
+impl NumberedKey {
+    /// Whether every key made with `prefix` fits (for a compile-time check).
+    pub const fn fits(prefix: &str) -> bool {
+        prefix.len() + MAX_SLOT_DIGITS <= NUMBERED_KEY_CAP
+    }
+
+    pub(crate) fn new(prefix: &'static str, n: u32) -> NumberedKey {
+        let (digits, used) = crate::money::decimal_digits(u64::from(n));
+        let digits = digits.get(..used.max(8)).unwrap_or(&digits);
+        let mut key = NumberedKey {
+            bytes: [0; NUMBERED_KEY_CAP],
+            len: 0,
+        };
+        // A prefix that does not fit is refused at compile time (`fits`).
+        for &b in prefix.as_bytes().iter().chain(digits.iter().rev()) {
+            if let Some(slot) = key.bytes.get_mut(key.len) {
+                *slot = b;
+                key.len += 1;
+            }
+        }
+        key
+    }
+
+    pub fn as_str(&self) -> &str {
+        // ASCII by construction (a constant prefix checked by `fits`, digits).
+        self.bytes
+            .get(..self.len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for NumberedKey {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for NumberedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
+
+impl PartialEq<&str> for NumberedKey {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// Fixed-width encoding of a stored record.
 pub trait Record: Sized + Default {
-    fn encode(&self) -> Vec<u8>;
+    fn encode(&self) -> Encoded;
     /// None for a value of another layout (then it is treated as absent).
     fn decode(bytes: &[u8]) -> Option<Self>;
 }
 
-/// A fixed-width record: `prefix`, then each value as 8 little-endian bytes
-/// (what [`read_u64s`] reads back).
-pub(crate) fn write_u64s(prefix: &[u8], values: &[u64]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(prefix.len() + values.len() * 8);
-    out.extend_from_slice(prefix);
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
+/// Longest record (a session's or budget key's: 120 bytes).
+const ENCODED_CAP: usize = 128;
+
+/// A record's bytes, on the stack: a request writes its session's record
+/// twice (reservation, settlement) and each budget key's as often.
+#[derive(Clone, Copy)]
+pub struct Encoded {
+    bytes: [u8; ENCODED_CAP],
+    len: usize,
+}
+
+impl std::ops::Deref for Encoded {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or_default()
     }
+}
+
+/// A fixed-width record: `prefix`, then each value as 8 little-endian bytes
+/// (what [`read_u64s`] reads back). Every record fits (each type's round
+/// trip is tested): bytes past [`ENCODED_CAP`] would be dropped, and the
+/// record then read as absent.
+pub(crate) fn write_u64s(prefix: &[u8], values: &[u64]) -> Encoded {
+    let mut out = Encoded {
+        bytes: [0; ENCODED_CAP],
+        len: 0,
+    };
+    for (slot, &b) in out.bytes.iter_mut().zip(prefix) {
+        *slot = b;
+        out.len += 1;
+    }
+    let rest = out.bytes.get_mut(out.len..).unwrap_or_default();
+    let mut written = 0;
+    for (slot, v) in rest.chunks_exact_mut(8).zip(values) {
+        slot.copy_from_slice(&v.to_le_bytes());
+        written += 8;
+    }
+    out.len += written;
     out
 }
 
@@ -172,12 +257,25 @@ pub mod mem {
 
 #[cfg(test)]
 mod tests {
-    use super::numbered_key;
+    use super::{read_u64s, write_u64s, NumberedKey};
+
+    #[test]
+    fn the_longest_record_is_written_whole() {
+        let values: [u64; 13] = std::array::from_fn(|i| u64::MAX - i as u64);
+        let encoded = write_u64s(&[7; 16], &values);
+        assert_eq!(encoded.len(), 120);
+        assert_eq!(encoded.get(..16), Some(&[7; 16][..]));
+        assert_eq!(encoded.get(16..).and_then(read_u64s::<13>), Some(values));
+    }
 
     #[test]
     fn numbered_keys_are_zero_padded_to_eight_digits() {
         for n in [0, 7, 12_345_678, 99_999_999, 100_000_000, u32::MAX] {
-            assert_eq!(numbered_key("p/", n), format!("p/{n:08}"));
+            assert_eq!(NumberedKey::new("p/", n).as_str(), format!("p/{n:08}"));
         }
+        let longest = "p".repeat(30);
+        assert!(NumberedKey::fits(longest.as_str()));
+        let key = NumberedKey::new(longest.leak(), u32::MAX);
+        assert_eq!(key.as_str(), format!("{}{}", "p".repeat(30), u32::MAX));
     }
 }

@@ -22,7 +22,7 @@ pub struct GlobalState {
 }
 
 impl Record for GlobalState {
-    fn encode(&self) -> Vec<u8> {
+    fn encode(&self) -> crate::store::Encoded {
         write_u64s(
             &[],
             &[

@@ -15,7 +15,7 @@ pub struct Held {
 }
 
 /// Fingerprint · `own` · reservations · fleet tally · refused-until.
-pub(crate) fn encode(fingerprint: &[u8; 16], own: [u64; 3], held: &Held) -> Vec<u8> {
+pub(crate) fn encode(fingerprint: &[u8; 16], own: [u64; 3], held: &Held) -> crate::store::Encoded {
     let [period, current, previous] = held.reservations.to_u64s();
     let [unreported, in_flight, since, acknowledged, reset_at, remaining] = held.fleet.to_u64s();
     let [a, b, c] = own;

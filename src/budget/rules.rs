@@ -25,8 +25,10 @@ use crate::store::{Record, Store, StoreError, CREATE_CAS, MAX_CAS_ATTEMPTS};
 /// table half full almost never refuses a key it has room for (2^-32).
 pub const RULE_PROBES: u32 = 32;
 
-pub fn rule_slot_key(slot: u32) -> String {
-    crate::store::numbered_key("costguard/v1/budget/", slot)
+pub fn rule_slot_key(slot: u32) -> crate::store::NumberedKey {
+    const PREFIX: &str = "costguard/v1/budget/";
+    const _: () = assert!(crate::store::NumberedKey::fits(PREFIX));
+    crate::store::NumberedKey::new(PREFIX, slot)
 }
 
 /// One key of one rule: its fingerprint in the store.
@@ -76,7 +78,7 @@ pub struct RuleSlot {
 }
 
 impl Record for RuleSlot {
-    fn encode(&self) -> Vec<u8> {
+    fn encode(&self) -> crate::store::Encoded {
         let own = [self.rule_tag, self.window_start_ms, self.committed];
         held::encode(&self.fingerprint, own, &self.held())
     }

@@ -18,8 +18,10 @@ pub const PROBES: u32 = 8;
 /// Longest session id accepted, in bytes.
 pub const MAX_SESSION_ID_LEN: usize = 256;
 
-pub fn slot_key(slot: u32) -> String {
-    crate::store::numbered_key("costguard/v1/slot/", slot)
+pub fn slot_key(slot: u32) -> crate::store::NumberedKey {
+    const PREFIX: &str = "costguard/v1/slot/";
+    const _: () = assert!(crate::store::NumberedKey::fits(PREFIX));
+    crate::store::NumberedKey::new(PREFIX, slot)
 }
 
 /// A session's identity: the id shown to clients and the fingerprint stored.
@@ -116,7 +118,7 @@ pub struct SessionSlot {
 }
 
 impl Record for SessionSlot {
-    fn encode(&self) -> Vec<u8> {
+    fn encode(&self) -> crate::store::Encoded {
         let held = Held {
             reservations: self.reservations,
             fleet: self.fleet,
@@ -467,8 +469,8 @@ pub fn sweep_idle<S: Store + ?Sized>(
     #[derive(Clone, Copy, Default)]
     struct Cursor(u64);
     impl Record for Cursor {
-        fn encode(&self) -> Vec<u8> {
-            self.0.to_le_bytes().to_vec()
+        fn encode(&self) -> crate::store::Encoded {
+            crate::store::write_u64s(&[], &[self.0])
         }
         fn decode(bytes: &[u8]) -> Option<Self> {
             read_u64s::<1>(bytes).map(|[c]| Cursor(c))

@@ -53,7 +53,7 @@ pub struct CatalogMeta {
 }
 
 impl Record for CatalogMeta {
-    fn encode(&self) -> Vec<u8> {
+    fn encode(&self) -> crate::store::Encoded {
         write_u64s(
             &[],
             &[

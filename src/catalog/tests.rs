@@ -292,3 +292,17 @@ fn every_catalog_price_converts_back_to_its_decimal() {
     assert!(checked >= 20, "only {checked} prices checked");
     eprintln!("{checked} catalog prices convert exactly");
 }
+
+#[test]
+fn catalog_meta_round_trips_through_its_record() {
+    use crate::store::Record;
+    let meta = sync::CatalogMeta {
+        source: 1,
+        version: 2,
+        last_good_ms: 3,
+        next_fetch_ms: 4,
+        lease_until_ms: u64::MAX,
+        since_ms: 6,
+    };
+    assert_eq!(sync::CatalogMeta::decode(&meta.encode()), Some(meta));
+}

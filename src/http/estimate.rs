@@ -8,7 +8,7 @@
 
 use crate::json_scan::{json_string, Captured, JsonScanner, PathSpec};
 use crate::money::Micros;
-use crate::pricing::{price, PriceTable, ServiceTier};
+use crate::pricing::{price_cost, PriceTable, ServiceTier};
 use crate::usage::Usage;
 
 /// What the estimate reads, then what the `include_usage` rewrite reads of
@@ -21,6 +21,7 @@ pub(crate) const HELD_BODY_PATHS: PathSpec = &[
     &["stream"],
     &["stream_options"],
 ];
+const _: () = assert!(crate::json_scan::fits(HELD_BODY_PATHS));
 /// Where the rewrite's paths are in [`HELD_BODY_PATHS`].
 pub(crate) const STREAM: usize = 4;
 pub(crate) const STREAM_OPTIONS: usize = 5;
@@ -47,14 +48,7 @@ impl RequestFacts {
             text_output: self.max_output_tokens.unwrap_or(default_output_tokens),
             ..Usage::default()
         };
-        price(
-            prices,
-            self.model.as_deref(),
-            None,
-            &usage,
-            ServiceTier::Standard,
-        )
-        .cost
+        price_cost(prices, self.model.as_deref(), &usage, ServiceTier::Standard)
     }
 }
 

@@ -37,7 +37,7 @@ use crate::budget::{
 use crate::config::{Config, FailMode, ReservationMode};
 use crate::headers::HeaderPairs;
 use crate::meter::{Metered, ResponseMeter};
-use crate::money::{format_usd, Micros};
+use crate::money::{usd_text, DecimalText, Micros};
 use crate::pricing::{price, PriceTable, Priced};
 use crate::realtime::{self, RealtimeSession};
 use crate::replies::{self, LocalReply};
@@ -154,11 +154,28 @@ pub trait HttpEnv {
     fn filter_state(&mut self, key: FilterState, value: &str);
 }
 
+/// A response header's value: borrowed text, or an amount made on the
+/// stack (no allocation per response).
+pub enum HeaderText<'a> {
+    Borrowed(&'a str),
+    Usd(DecimalText),
+}
+
+impl std::ops::Deref for HeaderText<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            HeaderText::Borrowed(text) => text,
+            HeaderText::Usd(amount) => amount,
+        }
+    }
+}
+
 /// Writes filter state, when the configuration asks for it (`filter_state`):
 /// the value is only formatted then.
-fn set_state(env: &mut dyn HttpEnv, key: FilterState, value: impl FnOnce() -> String) {
+fn set_state<T: AsRef<str>>(env: &mut dyn HttpEnv, key: FilterState, value: impl FnOnce() -> T) {
     if env.config().filter_state {
-        env.filter_state(key, &value());
+        env.filter_state(key, value().as_ref());
     }
 }
 
@@ -469,7 +486,7 @@ impl HttpExchange {
             a.handle = None;
         }
         let id = realtime::uuid_v4(env.random_16());
-        set_state(env, FilterState::SessionId, || id.clone());
+        set_state(env, FilterState::SessionId, || id.as_str());
         let mut session = RealtimeSession::new(id, model.unwrap_or_default(), now);
         session.rules = rules;
         Admission::Admit {
@@ -519,9 +536,7 @@ impl HttpExchange {
     fn note_budget_remaining(&mut self, env: &mut dyn HttpEnv, least: Option<Micros>) {
         if let Some(remaining) = least {
             self.budget_remaining = Some(remaining);
-            set_state(env, FilterState::BudgetRemainingUsd, || {
-                format_usd(remaining)
-            });
+            set_state(env, FilterState::BudgetRemainingUsd, || usd_text(remaining));
         }
     }
 
@@ -531,21 +546,20 @@ impl HttpExchange {
     /// settled (nothing more is booked for it).
     fn reserve(&mut self, env: &mut dyn HttpEnv, facts: RequestFacts) -> Result<(), LocalReply> {
         let now = env.now_ms();
-        if self.request_model.is_none() {
-            self.request_model = facts.model.clone();
-        }
+        let reservation = env.config().budgets.reservation;
+        let amount = match reservation.mode {
+            ReservationMode::Estimate if !self.response_started => {
+                facts.estimate(env.prices(), reservation.default_output_tokens)
+            }
+            _ => 0,
+        };
+        // The body's model is the request's (moved: the estimate has read it).
+        self.request_model = facts.model;
         self.filter_rules(env);
         if self.response_started {
             // Too late to refuse: the response is on its way; it is booked when it ends.
             return Ok(());
         }
-        let reservation = env.config().budgets.reservation;
-        let amount = match reservation.mode {
-            ReservationMode::Estimate => {
-                facts.estimate(env.prices(), reservation.default_output_tokens)
-            }
-            ReservationMode::Off => 0,
-        };
         if let (Some(session), true) = (&mut self.session, amount > 0) {
             let cfg = &env.config().session;
             let seen = session.seen.take();
@@ -632,11 +646,11 @@ impl HttpExchange {
         if open.evicted {
             env.event(Event::SessionEvicted);
         }
-        set_state(env, FilterState::SessionId, || key.display_id.clone());
+        set_state(env, FilterState::SessionId, || key.display_id.as_str());
         if over {
             env.event(Event::RejectedSessionBudget);
             set_state(env, FilterState::SessionCostUsd, || {
-                format_usd(open.state.spend)
+                usd_text(open.state.spend)
             });
             return Err(replies::session_budget_exceeded(open.state.spend, budget));
         }
@@ -710,10 +724,11 @@ impl HttpExchange {
         body: &[u8],
     ) -> Result<Option<Vec<u8>>, LocalReply> {
         let request = inspect_chat_request(body);
-        self.request_model.clone_from(&request.facts.model);
         // The scan above read what the reader would have: no second one.
         if self.reader.take().is_some() && !self.settled {
             self.reserve(env, request.facts)?;
+        } else {
+            self.request_model = request.facts.model;
         }
         Ok(match request.injection {
             Injection::Rewritten(new_body) => Some(new_body),
@@ -726,24 +741,24 @@ impl HttpExchange {
     pub fn response_headers_to_set(
         &self,
         config: &Config,
-    ) -> impl Iterator<Item = (&'static str, Cow<'_, str>)> {
+    ) -> impl Iterator<Item = (&'static str, HeaderText<'_>)> {
         let enabled = config.response_headers;
         let session = self.session.iter().filter(move |_| enabled).flat_map(|s| {
             [
                 (
                     HEADER_SESSION_ID,
-                    Cow::Borrowed(s.handle.key.display_id.as_str()),
+                    HeaderText::Borrowed(s.handle.key.display_id.as_str()),
                 ),
                 (
                     HEADER_SESSION_REMAINING,
-                    Cow::Owned(format_usd(s.remaining)),
+                    HeaderText::Usd(usd_text(s.remaining)),
                 ),
             ]
         });
         let budget = self
             .budget_remaining
             .filter(|_| enabled)
-            .map(|r| (HEADER_BUDGET_REMAINING, Cow::Owned(format_usd(r))));
+            .map(|r| (HEADER_BUDGET_REMAINING, HeaderText::Usd(usd_text(r))));
         session.chain(budget)
     }
 
@@ -883,7 +898,7 @@ impl HttpExchange {
     /// Books a priced response: the session's spend and the budget rules',
     /// then the stats and the global window.
     fn book(&mut self, env: &mut dyn HttpEnv, priced: Priced) {
-        set_state(env, FilterState::CostUsd, || format_usd(priced.cost));
+        set_state(env, FilterState::CostUsd, || usd_text(priced.cost));
         self.settle_budgets(env, priced.cost);
         book_global(env, priced);
     }
@@ -914,7 +929,7 @@ impl HttpExchange {
             Ok(added) if !added.lost => {
                 if cost > 0 {
                     set_state(env, FilterState::SessionCostUsd, || {
-                        format_usd(added.after.spend)
+                        usd_text(added.after.spend)
                     });
                     if fleet {
                         env.event(Event::SessionFleetPending(session.handle.clone()));

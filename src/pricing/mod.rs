@@ -17,7 +17,7 @@ pub mod names;
 mod priced;
 pub mod table;
 
-pub use priced::{price, Priced};
+pub use priced::{price, price_cost, Priced};
 pub use table::{PriceMatch, PriceSource, PriceTable};
 
 use crate::money::Micros;

@@ -30,6 +30,7 @@ pub fn price(
     let name = model.or(fallback_model).unwrap_or("");
     let matched = table.lookup(name);
     let selected = matched.pricing().select(tier, usage.input_total());
+    // The names are owned here, and only here: an estimate takes `price_cost`.
     Priced {
         stat_model: matched.stat_name().to_string(),
         unknown_name: matches!(matched, PriceMatch::Unknown(_)).then(|| name.to_string()),
@@ -38,6 +39,21 @@ pub fn price(
         tier: selected.tier,
         long_context: selected.long_context,
     }
+}
+
+/// What [`price`] charges, without the names it reports (an estimate
+/// needs only the amount: no allocation).
+pub fn price_cost(
+    table: &PriceTable,
+    model: Option<&str>,
+    usage: &Usage,
+    tier: ServiceTier,
+) -> Micros {
+    let matched = table.lookup(model.unwrap_or(""));
+    cost_micros(
+        usage,
+        matched.pricing().select(tier, usage.input_total()).prices,
+    )
 }
 
 #[cfg(test)]
@@ -100,6 +116,39 @@ mod tests {
         );
         for unknown in ["gpt-5.5-turbo", "gpt-7", "gpt-realtime-9"] {
             assert_eq!(at(unknown, 0, ServiceTier::Standard).stat_model, "unknown");
+        }
+    }
+
+    #[test]
+    fn the_amount_alone_is_the_priced_amount() {
+        let c = Config::parse(br#"{"pricing":{"gpt-5":{"input":10,"output":30}}}"#).unwrap();
+        let tiers = [
+            ServiceTier::Standard,
+            ServiceTier::Flex,
+            ServiceTier::Priority,
+        ];
+        let models = [
+            None,
+            Some(""),
+            Some("gpt-5"),
+            Some("gpt-5.5-2026-04-23"),
+            Some("gpt-7"),
+        ];
+        for (model, tier, input) in models
+            .into_iter()
+            .flat_map(|m| tiers.map(|t| (m, t)))
+            .flat_map(|(m, t)| [0, 200_000, 300_000].map(|i| (m, t, i)))
+        {
+            let usage = Usage {
+                text_input: input,
+                text_output: 1_000_000,
+                ..Usage::default()
+            };
+            assert_eq!(
+                price_cost(&c.prices, model, &usage, tier),
+                price(&c.prices, model, None, &usage, tier).cost,
+                "{model:?} {tier:?} {input}"
+            );
         }
     }
 }

@@ -320,7 +320,7 @@ fn remaining_room_is_a_response_header() {
     open(&mut env, &mut ex, &h, &body("gpt-5", 10)).unwrap();
     let set: Vec<(&str, String)> = ex
         .response_headers_to_set(&env.config)
-        .map(|(n, v)| (n, v.into_owned()))
+        .map(|(n, v)| (n, v.to_string()))
         .collect();
     assert_eq!(set, [(HEADER_BUDGET_REMAINING, "0.7".to_string())]);
     assert_eq!(env.filter[&FilterState::BudgetRemainingUsd], "0.7");
