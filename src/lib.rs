@@ -12,6 +12,7 @@ pub mod event_scan;
 pub mod fleet;
 pub mod headers;
 pub mod http;
+pub mod inline_text;
 pub mod json_scan;
 pub mod json_tail;
 pub mod meter;

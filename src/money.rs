@@ -129,62 +129,16 @@ pub fn decimal_text(units: u64, decimals: u32) -> DecimalText {
         .and_then(|first| fraction.get(first..))
         .unwrap_or(&[]);
     let point: &[u8] = if fraction.is_empty() { b"" } else { b"." };
-    let mut text = DecimalText {
-        bytes: [0; DECIMAL_TEXT_CAP],
-        len: 0,
-    };
-    let bytes = whole.iter().rev().chain(point).chain(fraction.iter().rev());
-    for (slot, &b) in text.bytes.iter_mut().zip(bytes) {
-        *slot = b;
-        text.len += 1;
-    }
+    let mut text = DecimalText::new();
+    text.push(whole.iter().rev().copied());
+    text.push(point.iter().copied());
+    text.push(fraction.iter().rev().copied());
     text
 }
 
-/// At most 20 digits of a `u64` and a point (or "0." and 19 decimals).
-const DECIMAL_TEXT_CAP: usize = 21;
-
-/// Decimal text made by [`decimal_text`]: digits and at most one point.
-#[derive(Clone, Copy)]
-pub struct DecimalText {
-    bytes: [u8; DECIMAL_TEXT_CAP],
-    len: usize,
-}
-
-impl DecimalText {
-    pub fn as_str(&self) -> &str {
-        // ASCII digits and a point by construction.
-        self.bytes
-            .get(..self.len)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .unwrap_or_default()
-    }
-}
-
-impl std::ops::Deref for DecimalText {
-    type Target = str;
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl AsRef<str> for DecimalText {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl std::fmt::Display for DecimalText {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::fmt::Debug for DecimalText {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.as_str().fmt(f)
-    }
-}
+/// Decimal text made by [`decimal_text`]: at most 20 digits of a `u64` and
+/// a point (or "0." and 19 decimals).
+pub type DecimalText = crate::inline_text::InlineText<21>;
 
 /// The decimal digits of `n`, least significant first, and how many there
 /// are (none for 0); the buffer's positions past them are '0'. Written by

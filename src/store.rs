@@ -33,70 +33,30 @@ pub trait Store {
 }
 
 /// A store key: a prefix, then a slot number in at least 8 decimal digits
-/// (`{n:08}`). Made on the stack by hand: a slot's key is made for every
+/// (`{n:08}`), made on the stack by hand: a slot's key is made for every
 /// store access of a request, and the formatting machinery and an
 /// allocation cost several times more.
-#[derive(Clone, Copy)]
-pub struct NumberedKey {
-    bytes: [u8; NUMBERED_KEY_CAP],
-    len: usize,
-}
+pub type NumberedKey = crate::inline_text::InlineText<NUMBERED_KEY_CAP>;
 
 /// Longest key (prefixes are constants checked against it where they are
-/// defined, with [`NumberedKey::fits`]).
+/// defined, with [`numbered_key_fits`]).
 const NUMBERED_KEY_CAP: usize = 40;
 /// Digits of the largest `u32`.
 const MAX_SLOT_DIGITS: usize = 10;
 
-impl NumberedKey {
-    /// Whether every key made with `prefix` fits (for a compile-time check).
-    pub const fn fits(prefix: &str) -> bool {
-        prefix.len() + MAX_SLOT_DIGITS <= NUMBERED_KEY_CAP
-    }
-
-    pub(crate) fn new(prefix: &'static str, n: u32) -> NumberedKey {
-        let (digits, used) = crate::money::decimal_digits(u64::from(n));
-        let digits = digits.get(..used.max(8)).unwrap_or(&digits);
-        let mut key = NumberedKey {
-            bytes: [0; NUMBERED_KEY_CAP],
-            len: 0,
-        };
-        // A prefix that does not fit is refused at compile time (`fits`).
-        for &b in prefix.as_bytes().iter().chain(digits.iter().rev()) {
-            if let Some(slot) = key.bytes.get_mut(key.len) {
-                *slot = b;
-                key.len += 1;
-            }
-        }
-        key
-    }
-
-    pub fn as_str(&self) -> &str {
-        // ASCII by construction (a constant prefix checked by `fits`, digits).
-        self.bytes
-            .get(..self.len)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .unwrap_or_default()
-    }
+/// Whether every key made with `prefix` fits (for a compile-time check).
+pub const fn numbered_key_fits(prefix: &str) -> bool {
+    prefix.len() + MAX_SLOT_DIGITS <= NUMBERED_KEY_CAP
 }
 
-impl std::ops::Deref for NumberedKey {
-    type Target = str;
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl std::fmt::Debug for NumberedKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.as_str().fmt(f)
-    }
-}
-
-impl PartialEq<&str> for NumberedKey {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
+/// `prefix` then `n` in at least 8 decimal digits.
+pub(crate) fn numbered_key(prefix: &'static str, n: u32) -> NumberedKey {
+    let (digits, used) = crate::money::decimal_digits(u64::from(n));
+    let digits = digits.get(..used.max(8)).unwrap_or(&digits);
+    let mut key = NumberedKey::new();
+    key.push(prefix.bytes());
+    key.push(digits.iter().rev().copied());
+    key
 }
 
 /// Fixed-width encoding of a stored record.
@@ -257,7 +217,7 @@ pub mod mem {
 
 #[cfg(test)]
 mod tests {
-    use super::{read_u64s, write_u64s, NumberedKey};
+    use super::{numbered_key, numbered_key_fits, read_u64s, write_u64s};
 
     #[test]
     fn the_longest_record_is_written_whole() {
@@ -271,11 +231,11 @@ mod tests {
     #[test]
     fn numbered_keys_are_zero_padded_to_eight_digits() {
         for n in [0, 7, 12_345_678, 99_999_999, 100_000_000, u32::MAX] {
-            assert_eq!(NumberedKey::new("p/", n).as_str(), format!("p/{n:08}"));
+            assert_eq!(numbered_key("p/", n).as_str(), format!("p/{n:08}"));
         }
         let longest = "p".repeat(30);
-        assert!(NumberedKey::fits(longest.as_str()));
-        let key = NumberedKey::new(longest.leak(), u32::MAX);
+        assert!(numbered_key_fits(longest.as_str()));
+        let key = numbered_key(longest.leak(), u32::MAX);
         assert_eq!(key.as_str(), format!("{}{}", "p".repeat(30), u32::MAX));
     }
 }

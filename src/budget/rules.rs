@@ -27,8 +27,8 @@ pub const RULE_PROBES: u32 = 32;
 
 pub fn rule_slot_key(slot: u32) -> crate::store::NumberedKey {
     const PREFIX: &str = "costguard/v1/budget/";
-    const _: () = assert!(crate::store::NumberedKey::fits(PREFIX));
-    crate::store::NumberedKey::new(PREFIX, slot)
+    const _: () = assert!(crate::store::numbered_key_fits(PREFIX));
+    crate::store::numbered_key(PREFIX, slot)
 }
 
 /// One key of one rule: its fingerprint in the store.

@@ -20,8 +20,8 @@ pub const MAX_SESSION_ID_LEN: usize = 256;
 
 pub fn slot_key(slot: u32) -> crate::store::NumberedKey {
     const PREFIX: &str = "costguard/v1/slot/";
-    const _: () = assert!(crate::store::NumberedKey::fits(PREFIX));
-    crate::store::NumberedKey::new(PREFIX, slot)
+    const _: () = assert!(crate::store::numbered_key_fits(PREFIX));
+    crate::store::numbered_key(PREFIX, slot)
 }
 
 /// A session's identity: the id shown to clients and the fingerprint stored.
