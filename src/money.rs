@@ -110,14 +110,10 @@ pub fn usd_text(micros: Micros) -> DecimalText {
 }
 
 /// A count of `10^-decimals` units as plain decimal text without trailing
-/// zeros (the inverse of [`parse_decimal_units`]); `decimals` at most 19.
-pub fn format_decimal_units(units: u64, decimals: u32) -> String {
-    decimal_text(units, decimals).to_string()
-}
-
-/// [`format_decimal_units`]'s text, on the stack. Digits are written by
-/// hand: this runs for every priced response (filter state, headers), and
-/// the formatting machinery costs several times more.
+/// zeros (the inverse of [`parse_decimal_units`]), on the stack;
+/// `decimals` at most 19. Digits are written by hand: this runs for every
+/// priced response (filter state, headers), and the formatting machinery
+/// costs several times more.
 pub fn decimal_text(units: u64, decimals: u32) -> DecimalText {
     let decimals = decimals.min(19) as usize;
     // Positions past the last digit are '0': at least one digit before the point.
@@ -239,11 +235,11 @@ mod tests {
         assert_eq!(format_usd(0), "0");
         assert_eq!(format_usd(16_500_000), "16.5");
         assert_eq!(format_usd(u64::MAX), "18446744073709.551615");
-        assert_eq!(format_decimal_units(u64::MAX, 19), "1.8446744073709551615");
-        assert_eq!(format_decimal_units(10, 0), "10");
+        assert_eq!(decimal_text(u64::MAX, 19), "1.8446744073709551615");
+        assert_eq!(decimal_text(10, 0), "10");
         // The longest texts: all 20 digits, and a 19-decimal fraction.
-        assert_eq!(format_decimal_units(u64::MAX, 0), "18446744073709551615");
-        assert_eq!(format_decimal_units(1, 19), "0.0000000000000000001");
+        assert_eq!(decimal_text(u64::MAX, 0), "18446744073709551615");
+        assert_eq!(decimal_text(1, 19), "0.0000000000000000001");
     }
 
     proptest::proptest! {
@@ -251,7 +247,7 @@ mod tests {
         /// and parse back to the same units.
         #[test]
         fn formatted_units_parse_back(units in proptest::prelude::any::<u64>(), decimals in 0u32..=19) {
-            let text = format_decimal_units(units, decimals);
+            let text = decimal_text(units, decimals).to_string();
             let scale = 10u64.pow(decimals);
             let (whole, frac) = (units / scale, units % scale);
             let expected = if frac == 0 {

@@ -238,7 +238,7 @@ fn canonical(text: &str) -> String {
 
 /// µ$ per 1M tokens back to USD per token, as plain decimal text.
 fn per_token_text(units: u64) -> String {
-    crate::money::format_decimal_units(units, 12)
+    crate::money::decimal_text(units, 12).to_string()
 }
 
 /// Every price of every OpenAI entry of the pinned catalog (`make unit` sets
