@@ -2,8 +2,9 @@
 //! its filter state and headers carry are made for every request, and an
 //! allocation costs the Wasm build a trip through its allocator.
 
-/// Up to `N` bytes of ASCII text. Its makers write only ASCII, and check
-/// at compile time that what they write fits: bytes past `N` are dropped.
+/// Up to `N` bytes of ASCII text. Its makers write only ASCII and make
+/// sure it fits — a store key's prefix is checked at compile time, an
+/// amount's longest text is the cap — so bytes past `N` are dropped.
 #[derive(Clone, Copy)]
 pub struct InlineText<const N: usize> {
     bytes: [u8; N],
