@@ -6,6 +6,7 @@ that started it, pass or fail. Waits poll with deadlines; no fixed sleeps.
 """
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -28,7 +29,39 @@ SIM_BIN = ROOT / "target" / "release" / "openai-sim"
 STARTUP_DEADLINE_S = 60
 
 
+def _ports_below_ephemeral():
+    """Ports for listeners the tests start, below the kernel's ephemeral range.
+
+    A port the kernel hands out for `bind(0)` is in that range, and so is the
+    source port of every outgoing connection: between picking such a port and
+    Envoy binding it, a connection (Envoy to the simulator, a client) could
+    take it, and Envoy then exits with "Address already in use". Below the
+    range only listeners bind, and this process never hands a port out twice;
+    a random start keeps two test runs on one machine apart."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    first = 10_000
+    if low - first < 1_000:
+        return None
+    span = low - first
+    start = random.randrange(span)
+    return (first + (start + i) % span for i in range(span))
+
+
+_PORTS = _ports_below_ephemeral()
+
+
 def free_port():
+    """A port no one listens on, for a server a test starts."""
+    for port in _PORTS or ():
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
