@@ -42,7 +42,7 @@ def _ports_below_ephemeral():
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         low = 0
-    first = 10_000
+    first = 20_000  # above the usual development ports (`make run` listens on 10000)
     if low - first < 1_000:
         return None
     span = low - first
